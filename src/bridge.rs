@@ -1,0 +1,66 @@
+//! `wait` and `blocking`: how sync code on a fiber gets at async and
+//! blocking work without holding its thread.
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll};
+
+use crate::coro::{self, Suspend};
+
+/// Runs `fut` to completion from sync code on a fiber, suspending the fiber
+/// (not the thread) while it is pending.
+///
+/// The future is polled on the fiber's stack with the driver's waker; other
+/// requests run on the thread while it waits. If the request is cancelled
+/// meanwhile, `fut` is dropped during the unwind.
+///
+/// # Panics
+/// When called where no suspendware fiber runs (async code, plain threads):
+/// that would have to block the thread, so it refuses with a message saying
+/// to `.await` instead.
+pub fn wait<F: Future>(fut: F) -> F::Output {
+    if !coro::in_fiber() {
+        crate::panic::off_fiber("wait");
+    }
+    let mut fut = pin!(fut);
+    loop {
+        let polled = coro::with_current(|ctx| {
+            let mut cx = Context::from_waker(coro::current_waker(ctx));
+            fut.as_mut().poll(&mut cx)
+        });
+        match polled {
+            Some(Poll::Ready(v)) => return v,
+            Some(Poll::Pending) => {
+                coro::suspend("wait", Suspend::Pending);
+            }
+            None => crate::panic::off_fiber("wait"),
+        }
+    }
+}
+
+/// Runs a blocking function on tokio's blocking pool while the fiber is
+/// suspended, and returns its result. A panic in `f` is re-raised here.
+///
+/// `f` must be `Send + 'static`: if the request is cancelled, the fiber
+/// unwinds at once while the pool thread may still be running `f` (its
+/// result is then discarded).
+///
+/// # Panics
+/// When called off-fiber (see [`wait`]) or outside a tokio runtime.
+pub fn blocking<F, R>(f: F) -> R
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    if !coro::in_fiber() {
+        crate::panic::off_fiber("blocking");
+    }
+    let handle = tokio::runtime::Handle::try_current().unwrap_or_else(|_| {
+        panic!("suspendware::blocking() needs a tokio runtime: run the pipeline inside one")
+    });
+    match wait(handle.spawn_blocking(f)) {
+        Ok(v) => v,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => panic!("suspendware::blocking(): the runtime shut down while the task ran"),
+    }
+}

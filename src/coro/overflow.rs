@@ -1,0 +1,220 @@
+//! Reporting stack overflow on a fiber instead of a bare `SIGSEGV`.
+//!
+//! Every fiber stack has a `PROT_NONE` guard page below its usable range
+//! (corosensei's `DefaultStack`); Rust's stack probes make an overflow touch
+//! it. The thread running a fiber records that guard page's range in the
+//! thread-local `RUNNING` (set and restored around every resume). A signal
+//! handler, installed once and chained to whatever handler was there before
+//! (std's own overflow reporter for thread stacks), checks the fault address
+//! against that range: on a match it writes a message naming the fiber's
+//! stack size and how to raise it, then aborts, as wasmtime does; otherwise
+//! it hands the signal on unchanged.
+//!
+//! The handler runs on the thread's alternate signal stack (the faulting
+//! stack is unusable). std gives every thread it spawns one; [`set_running`]
+//! adds one to threads that lack it.
+
+use std::cell::Cell;
+use std::mem::MaybeUninit;
+use std::ptr;
+use std::sync::OnceLock;
+
+/// The guard page below a fiber stack, and that stack's usable size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct GuardRange {
+    lo: usize,
+    hi: usize,
+    stack_size: usize,
+}
+
+impl GuardRange {
+    const NONE: GuardRange = GuardRange { lo: 0, hi: 0, stack_size: 0 };
+
+    /// The guard page just below `limit` (the lowest usable address).
+    pub(crate) fn below(limit: usize, stack_size: usize) -> GuardRange {
+        let page = page_size();
+        GuardRange { lo: limit.saturating_sub(page), hi: limit, stack_size }
+    }
+
+    fn contains(&self, addr: usize) -> bool {
+        self.lo <= addr && addr < self.hi
+    }
+}
+
+thread_local! {
+    static RUNNING: Cell<GuardRange> = const { Cell::new(GuardRange::NONE) };
+    static ALT_STACK: AltStack = const { AltStack { map: Cell::new(ptr::null_mut()) } };
+}
+
+/// Records `g` as the guard range of the fiber about to run on this thread;
+/// returns the previous value so the caller can restore it.
+pub(crate) fn set_running(g: GuardRange) -> GuardRange {
+    if g != GuardRange::NONE {
+        ALT_STACK.with(AltStack::ensure);
+    }
+    RUNNING.with(|r| r.replace(g))
+}
+
+fn page_size() -> usize {
+    static PAGE: OnceLock<usize> = OnceLock::new();
+    // SAFETY: `sysconf` has no preconditions.
+    *PAGE.get_or_init(|| unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize)
+}
+
+struct Saved {
+    segv: libc::sigaction,
+    bus: libc::sigaction,
+}
+
+// SAFETY: `sigaction` is plain data (a handler address, flags and a mask);
+// it is written once before publication through the `OnceLock` and only read
+// afterwards.
+unsafe impl Sync for Saved {}
+// SAFETY: as above; no thread affinity.
+unsafe impl Send for Saved {}
+
+static PREVIOUS: OnceLock<Saved> = OnceLock::new();
+
+/// Installs the handler once per process.
+pub(crate) fn install() {
+    PREVIOUS.get_or_init(|| {
+        // SAFETY: `sigaction` is called with a fully initialised action whose
+        // handler is an `extern "C"` function of the `SA_SIGINFO` shape, and
+        // with valid out-pointers for the previous actions.
+        unsafe {
+            let mut act: libc::sigaction = MaybeUninit::zeroed().assume_init();
+            act.sa_sigaction = handler as *const () as usize;
+            act.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            libc::sigemptyset(&mut act.sa_mask);
+            let mut segv: libc::sigaction = MaybeUninit::zeroed().assume_init();
+            let mut bus: libc::sigaction = MaybeUninit::zeroed().assume_init();
+            libc::sigaction(libc::SIGSEGV, &act, &mut segv);
+            libc::sigaction(libc::SIGBUS, &act, &mut bus);
+            Saved { segv, bus }
+        }
+    });
+}
+
+extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid `siginfo_t` for SA_SIGINFO handlers;
+    // `si_addr` is defined for SIGSEGV and SIGBUS.
+    let addr = unsafe { (*info).si_addr() } as usize;
+    // `RUNNING` has a const initialiser and no destructor: reading it
+    // allocates nothing and cannot fail, so it is async-signal-safe.
+    let g = RUNNING.with(|r| r.get());
+    if g.stack_size != 0 && g.contains(addr) {
+        report_and_abort(g.stack_size);
+    }
+    let Some(saved) = PREVIOUS.get() else { return };
+    let prev = if sig == libc::SIGBUS { &saved.bus } else { &saved.segv };
+    if prev.sa_sigaction == libc::SIG_DFL || prev.sa_sigaction == libc::SIG_IGN {
+        // Not ours: put the old disposition back and return, so the faulting
+        // instruction runs again and the default action (a core dump) happens.
+        // SAFETY: `prev` is a valid action saved by `install`.
+        unsafe { libc::sigaction(sig, prev, ptr::null_mut()) };
+    } else if prev.sa_flags & libc::SA_SIGINFO != 0 {
+        // SAFETY: the saved handler was installed with SA_SIGINFO, so it has
+        // this signature; we pass it our own, valid arguments.
+        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+            unsafe { std::mem::transmute(prev.sa_sigaction) };
+        f(sig, info, uctx);
+    } else {
+        // SAFETY: a handler installed without SA_SIGINFO takes only the
+        // signal number.
+        let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(prev.sa_sigaction) };
+        f(sig);
+    }
+}
+
+/// Writes the overflow message with `write(2)` (no allocation, no locks)
+/// and aborts.
+fn report_and_abort(stack_size: usize) -> ! {
+    let mut buf = [0u8; 512];
+    let mut n = 0;
+    let mut put = |s: &[u8]| {
+        let take = s.len().min(buf.len() - n);
+        buf[n..n + take].copy_from_slice(&s[..take]);
+        n += take;
+    };
+    put(b"\nsuspendware: a sync middleware overflowed its fiber stack of ");
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut v = stack_size;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    put(&digits[i..]);
+    put(b" bytes (it hit the guard page). Raise the size with \
+          Pipeline::builder().stack_size(bytes), or move the deep recursion \
+          into suspendware::blocking(..). Aborting.\n");
+    // SAFETY: `write` and `abort` are async-signal-safe; `buf[..n]` is
+    // initialised memory.
+    unsafe {
+        libc::write(2, buf.as_ptr().cast(), n);
+        libc::abort();
+    }
+}
+
+/// A per-thread alternate signal stack, created only for threads that had
+/// none (std-spawned threads and the main thread already have one).
+struct AltStack {
+    map: Cell<*mut libc::c_void>,
+}
+
+const ALT_SIZE: usize = 64 * 1024;
+
+impl AltStack {
+    fn ensure(&self) {
+        if !self.map.get().is_null() {
+            return;
+        }
+        // SAFETY: querying the current alternate stack with a valid
+        // out-pointer; installing a fresh private mapping of ALT_SIZE bytes
+        // that stays mapped until this thread-local is destroyed (Drop below
+        // disables it first).
+        unsafe {
+            let mut old: libc::stack_t = MaybeUninit::zeroed().assume_init();
+            libc::sigaltstack(ptr::null(), &mut old);
+            if old.ss_flags & libc::SS_DISABLE == 0 {
+                // Already has one; remember that with a non-null marker.
+                self.map.set(1 as *mut libc::c_void);
+                return;
+            }
+            let map = libc::mmap(
+                ptr::null_mut(),
+                ALT_SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if map == libc::MAP_FAILED {
+                return;
+            }
+            let st = libc::stack_t { ss_sp: map, ss_flags: 0, ss_size: ALT_SIZE };
+            libc::sigaltstack(&st, ptr::null_mut());
+            self.map.set(map);
+        }
+    }
+}
+
+impl Drop for AltStack {
+    fn drop(&mut self) {
+        let map = self.map.get();
+        if map.is_null() || map as usize == 1 {
+            return;
+        }
+        // SAFETY: `map` is the mapping this thread installed as its alternate
+        // stack; it is disabled before being unmapped.
+        unsafe {
+            let st = libc::stack_t { ss_sp: ptr::null_mut(), ss_flags: libc::SS_DISABLE, ss_size: 0 };
+            libc::sigaltstack(&st, ptr::null_mut());
+            libc::munmap(map, ALT_SIZE);
+        }
+    }
+}

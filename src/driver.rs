@@ -1,0 +1,177 @@
+//! The per-request future that drives one sync segment's fiber.
+//!
+//! ## States
+//!
+//! ```text
+//!            stack free                      fiber: Suspend::Inner(req)
+//! Acquire ───────────────> Running{inner: None} ─────────────────────> Running{inner: Some}
+//!    │ pool full: wait          ▲    │ fiber: Suspend::Pending → Pending     │ inner ready:
+//!    │ (bounded), then 503      │    │ fiber returned → stack to pool, Ready │ resume with response
+//!    ▼                          └────┼──────────────────────────────────────┘
+//!  Done <────────────────────────────┘
+//! ```
+//!
+//! Dropped in `Running` (the client went away): the inner future is dropped
+//! first (it is the innermost part), then the fiber is unwound with a
+//! cancellation so every destructor on its stack runs, then the stack goes
+//! back to the pool.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use corosensei::stack::DefaultStack;
+use http::StatusCode;
+
+use crate::body::{Request, Response};
+use crate::chain::Chain;
+use crate::coro::{Fiber, FiberStep, Resumed, Suspend};
+use crate::error::StackError;
+use crate::middleware::LocalBoxFuture;
+
+pub(crate) struct SegmentFuture {
+    chain: Arc<Chain>,
+    seg: usize,
+    state: State,
+}
+
+enum State {
+    /// Waiting for a stack from a full pool.
+    Acquire {
+        req: Option<Request>,
+        start: usize,
+        end: usize,
+        wait: LocalBoxFuture<'static, Result<DefaultStack, StackError>>,
+    },
+    Running {
+        fiber: Fiber,
+        /// The inner part, while the fiber waits in `get_response`.
+        inner: Option<LocalBoxFuture<'static, Response>>,
+        /// What to resume the fiber with next.
+        resume: Option<Resumed>,
+    },
+    /// No stack could be had (map budget or mmap failure): answer 503.
+    Failed(Option<StackError>),
+    Done,
+}
+
+impl SegmentFuture {
+    pub(crate) fn new(chain: Arc<Chain>, seg: usize, start: usize, end: usize, req: Request) -> Self {
+        let state = match chain.pool.try_acquire() {
+            Ok(Some(stack)) => start_fiber(&chain, stack, start, end, req),
+            Ok(None) => {
+                let pool = chain.pool.clone();
+                State::Acquire {
+                    req: Some(req),
+                    start,
+                    end,
+                    wait: Box::pin(async move { pool.acquire().await }),
+                }
+            }
+            Err(e) => State::Failed(Some(e)),
+        };
+        SegmentFuture { chain, seg, state }
+    }
+}
+
+fn start_fiber(chain: &Arc<Chain>, stack: DefaultStack, start: usize, end: usize, req: Request) -> State {
+    let body_chain = chain.clone();
+    let fiber = Fiber::new(stack, chain.pool.stack_size(), move || {
+        body_chain.call_sync(start, end, req)
+    });
+    State::Running { fiber, inner: None, resume: Some(Resumed::Poll) }
+}
+
+fn unavailable(e: &StackError) -> Response {
+    tracing::warn!(error = %e, "no fiber stack for request; answering 503");
+    let mut r = Response::new(format!("service unavailable: {e}\n").into());
+    *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    r
+}
+
+impl Future for SegmentFuture {
+    type Output = Response;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
+        let this = &mut *self;
+        loop {
+            match &mut this.state {
+                State::Acquire { req, start, end, wait } => match wait.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(stack)) => {
+                        let req = req.take().expect("request taken twice");
+                        this.state = start_fiber(&this.chain, stack, *start, *end, req);
+                    }
+                    Poll::Ready(Err(e)) => {
+                        this.state = State::Done;
+                        return Poll::Ready(unavailable(&e));
+                    }
+                },
+                State::Running { fiber, inner, resume } => {
+                    if let Some(f) = inner {
+                        match f.as_mut().poll(cx) {
+                            Poll::Pending => return Poll::Pending,
+                            Poll::Ready(r) => {
+                                *inner = None;
+                                *resume = Some(Resumed::Response(r));
+                            }
+                        }
+                    }
+                    let input = resume.take().unwrap_or(Resumed::Poll);
+                    let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        fiber.resume(cx.waker(), input)
+                    }));
+                    match step {
+                        Ok(FiberStep::Suspended(Suspend::Pending)) => return Poll::Pending,
+                        Ok(FiberStep::Suspended(Suspend::Inner(req))) => {
+                            *inner = Some(Chain::run_segment(&this.chain, this.seg + 1, req));
+                        }
+                        Ok(FiberStep::Done(resp)) => {
+                            this.finish();
+                            return Poll::Ready(resp);
+                        }
+                        Err(payload) => {
+                            // Every middleware call is already wrapped in a
+                            // panic boundary, so this is a panic from the
+                            // boundary machinery itself; still answer.
+                            this.finish();
+                            let handler = &this.chain.panic_handler;
+                            return Poll::Ready(crate::panic::to_response(handler, "fiber", payload));
+                        }
+                    }
+                }
+                State::Failed(e) => {
+                    let e = e.take().expect("SegmentFuture polled after completion");
+                    this.state = State::Done;
+                    return Poll::Ready(unavailable(&e));
+                }
+                State::Done => panic!("SegmentFuture polled after completion"),
+            }
+        }
+    }
+}
+
+impl SegmentFuture {
+    /// Returns the fiber's stack to the pool (or accounts for its loss).
+    fn finish(&mut self) {
+        if let State::Running { fiber, inner, .. } = std::mem::replace(&mut self.state, State::Done) {
+            drop(inner);
+            match fiber.into_stack() {
+                Some(stack) => self.chain.pool.release(stack),
+                None => self.chain.pool.forget_one(),
+            }
+        }
+    }
+}
+
+impl Drop for SegmentFuture {
+    fn drop(&mut self) {
+        if let State::Running { fiber, inner, .. } = &mut self.state {
+            // Innermost first: the async part, then the fiber's frames.
+            *inner = None;
+            fiber.cancel();
+        }
+        self.finish();
+    }
+}

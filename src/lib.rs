@@ -1,0 +1,77 @@
+//! # suspendware
+//!
+//! Blocking-style ("sync") middleware around async views, without holding a
+//! thread per request.
+//!
+//! Legacy middleware is written as `fn call(&self, req, next) -> Response`
+//! where `next.get_response(req)` looks like a plain call. suspendware runs
+//! each run of consecutive sync middleware on a stackful coroutine (a
+//! *fiber*, from [corosensei](https://docs.rs/corosensei)). At
+//! `get_response` the fiber suspends back to the executor, the async inner
+//! part (async middleware, the view) runs as an ordinary future, and the
+//! fiber resumes with the response. Thousands of suspended middleware
+//! contexts share one OS thread.
+//!
+//! ```
+//! use suspendware::{Next, Pipeline, Request, Response, SyncMiddleware};
+//!
+//! struct Timing;
+//! impl SyncMiddleware for Timing {
+//!     fn call(&self, req: Request, next: &mut Next) -> Response {
+//!         let start = std::time::Instant::now();
+//!         let mut resp = next.get_response(req); // suspends this fiber
+//!         let ms = start.elapsed().as_millis().to_string();
+//!         resp.headers_mut().insert("x-render-ms", ms.parse().unwrap());
+//!         resp
+//!     }
+//! }
+//!
+//! let pipeline = Pipeline::builder()
+//!     .sync(Timing)
+//!     .sync(|req: Request, next: &mut Next| next.get_response(req))
+//!     .view(|_req: Request| async move { Response::new("hello".into()) })
+//!     .build()
+//!     .unwrap();
+//!
+//! let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+//! let resp = rt.block_on(pipeline.handle(Request::new(Default::default())));
+//! assert!(resp.headers().contains_key("x-render-ms"));
+//! ```
+//!
+//! Futures returned by [`Pipeline::handle`] are `!Send`: a fiber never
+//! leaves the thread it started on. Run them on a current-thread runtime or
+//! a `LocalSet`.
+//!
+//! See `ARCHITECTURE.md` for the flow of a request and the invariants.
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_debug_implementations)]
+#![allow(dead_code, unused_imports)] // TEMP while bootstrapping
+
+mod body;
+mod bridge;
+mod builder;
+mod chain;
+mod coro;
+mod driver;
+mod error;
+mod loom;
+mod middleware;
+mod next;
+mod panic;
+mod pipeline;
+mod stack_pool;
+
+pub use body::{Body, Request, Response};
+pub use bridge::{blocking, wait};
+pub use builder::PipelineBuilder;
+pub use error::{BuildError, StackError};
+pub use middleware::{named, AsyncMiddleware, LocalBoxFuture, Named, SyncMiddleware, View};
+pub use next::{AsyncNext, Next};
+pub use panic::{default_panic_handler, Cancelled, PanicHandler, PanicInfo};
+pub use pipeline::{Pipeline, ResponseFuture};
+pub use stack_pool::{
+    default_stack_budget, max_map_count, PoolStats, StackPool, DEFAULT_STACK_SIZE,
+    DEFAULT_STACK_WAIT, MIN_STACK_SIZE,
+};

@@ -1,0 +1,153 @@
+//! The middleware and view traits, and their closure forms.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::body::{Request, Response};
+use crate::next::{AsyncNext, Next};
+
+/// A boxed, not necessarily `Send`, future (what async middleware and views
+/// return when written as trait impls).
+pub type LocalBoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// Blocking-style middleware: Django's `def __call__(self, request)`.
+///
+/// `call` runs on a fiber (a stackful coroutine). [`Next::get_response`]
+/// looks like a plain call; when the rest of the pipeline is async it
+/// suspends the fiber, the async part runs on the executor, and the fiber
+/// resumes with the response. Many requests' middleware contexts share one
+/// OS thread this way.
+///
+/// Closures with annotated parameters are middleware too:
+///
+/// ```
+/// use suspendware::{Next, Request, Response, SyncMiddleware};
+/// let mw = |req: Request, next: &mut Next| next.get_response(req);
+/// fn check<M: SyncMiddleware>(_: &M) {}
+/// check(&mw);
+/// ```
+///
+/// The middleware value is shared by every request, on every thread that
+/// runs the pipeline, hence `Send + Sync`.
+pub trait SyncMiddleware: Send + Sync + 'static {
+    /// Handles one request. Call `next.get_response(req)` zero times
+    /// (short-circuit), once, or several times (retry).
+    fn call(&self, req: Request, next: &mut Next<'_>) -> Response;
+
+    /// The name used in logs, spans and build errors.
+    fn name(&self) -> &str {
+        short_type_name::<Self>()
+    }
+}
+
+impl<F> SyncMiddleware for F
+where
+    F: Fn(Request, &mut Next<'_>) -> Response + Send + Sync + 'static,
+{
+    fn call(&self, req: Request, next: &mut Next<'_>) -> Response {
+        self(req, next)
+    }
+}
+
+/// Async middleware: awaits the rest of the pipeline through [`AsyncNext`].
+///
+/// It runs on the executor's stack, never on a fiber. Closures work:
+/// `|req: Request, next: AsyncNext| async move { next.run(req).await }`.
+pub trait AsyncMiddleware: Send + Sync + 'static {
+    /// Handles one request.
+    fn call<'a>(&'a self, req: Request, next: AsyncNext) -> LocalBoxFuture<'a, Response>;
+
+    /// The name used in logs, spans and build errors.
+    fn name(&self) -> &str {
+        short_type_name::<Self>()
+    }
+}
+
+impl<F, Fut> AsyncMiddleware for F
+where
+    F: Fn(Request, AsyncNext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response> + 'static,
+{
+    fn call<'a>(&'a self, req: Request, next: AsyncNext) -> LocalBoxFuture<'a, Response> {
+        Box::pin(self(req, next))
+    }
+}
+
+/// An async view (the innermost handler).
+///
+/// `|req: Request| async move { Response::new("hi".into()) }` is a view.
+pub trait View: Send + Sync + 'static {
+    /// Produces the response.
+    fn call(&self, req: Request) -> LocalBoxFuture<'_, Response>;
+
+    /// The name used in logs and spans.
+    fn name(&self) -> &str {
+        short_type_name::<Self>()
+    }
+}
+
+impl<F, Fut> View for F
+where
+    F: Fn(Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response> + 'static,
+{
+    fn call(&self, req: Request) -> LocalBoxFuture<'_, Response> {
+        Box::pin(self(req))
+    }
+}
+
+/// Gives a middleware (or view) a readable name for logs and errors —
+/// closures otherwise show up as `{{closure}}`.
+///
+/// ```
+/// use suspendware::{named, Next, Request, SyncMiddleware};
+/// let mw = named("passthrough", |req: Request, next: &mut Next| next.get_response(req));
+/// assert_eq!(SyncMiddleware::name(&mw), "passthrough");
+/// ```
+pub fn named<M>(name: impl Into<String>, inner: M) -> Named<M> {
+    Named { name: name.into(), inner }
+}
+
+/// A middleware or view with a name given by [`named`].
+#[derive(Debug, Clone)]
+pub struct Named<M> {
+    name: String,
+    inner: M,
+}
+
+impl<M: SyncMiddleware> SyncMiddleware for Named<M> {
+    fn call(&self, req: Request, next: &mut Next<'_>) -> Response {
+        self.inner.call(req, next)
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl<M: AsyncMiddleware> AsyncMiddleware for Named<M> {
+    fn call<'a>(&'a self, req: Request, next: AsyncNext) -> LocalBoxFuture<'a, Response> {
+        self.inner.call(req, next)
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl<V: View> View for Named<V> {
+    fn call(&self, req: Request) -> LocalBoxFuture<'_, Response> {
+        self.inner.call(req)
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// `std::any::type_name` without the module path of the outer type.
+pub(crate) fn short_type_name<T: ?Sized>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    let head = full.split('<').next().unwrap_or(full);
+    match head.rfind("::") {
+        Some(i) if !head.ends_with("}}") => &full[i + 2..],
+        _ => full,
+    }
+}

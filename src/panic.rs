@@ -1,0 +1,134 @@
+//! Turning panics into responses, and telling them apart from cancellation.
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::StatusCode;
+
+use crate::body::Response;
+
+/// The unwind payload used to cancel a suspended fiber (the request's
+/// future was dropped). It is not a panic: it is never logged, never given
+/// to the panic handler, and the panic hook does not see it (it is raised
+/// with `resume_unwind`). Code that catches unwinds in middleware must
+/// re-raise it; the pipeline's own boundaries do.
+#[derive(Debug)]
+pub struct Cancelled;
+
+/// What the panic handler learns about a panic.
+#[derive(Debug)]
+pub struct PanicInfo<'a> {
+    /// Name of the middleware or view that panicked.
+    pub location: &'a str,
+    /// The panic message (`"<non-string panic payload>"` for other payloads).
+    pub message: &'a str,
+}
+
+/// Builds the response for a request whose middleware or view panicked.
+pub type PanicHandler = Arc<dyn Fn(&PanicInfo<'_>) -> Response + Send + Sync>;
+
+/// The default handler: `500 Internal Server Error` with a short body.
+pub fn default_panic_handler() -> PanicHandler {
+    Arc::new(|_info: &PanicInfo<'_>| {
+        let mut r = Response::new("internal server error\n".into());
+        *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        r
+    })
+}
+
+/// The message of a panic payload.
+pub(crate) fn payload_message(p: &(dyn Any + Send)) -> &str {
+    if let Some(s) = p.downcast_ref::<&'static str>() {
+        s
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s
+    } else {
+        "<non-string panic payload>"
+    }
+}
+
+/// Logs a caught panic and asks the handler for the response. A
+/// [`Cancelled`] payload is re-raised untouched.
+pub(crate) fn to_response(
+    handler: &PanicHandler,
+    location: &str,
+    payload: Box<dyn Any + Send>,
+) -> Response {
+    if payload.is::<Cancelled>() {
+        panic::resume_unwind(payload);
+    }
+    let message = payload_message(&*payload);
+    tracing::error!(location, panic = message, "middleware or view panicked; answering with the panic handler");
+    handler(&PanicInfo { location, message })
+}
+
+/// Runs `f`, turning a panic into the handler's response.
+pub(crate) fn catch_sync(
+    handler: &PanicHandler,
+    location: &str,
+    f: impl FnOnce() -> Response,
+) -> Response {
+    match panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => to_response(handler, location, p),
+    }
+}
+
+/// A future that turns a panic while polling its inner future into the
+/// handler's response.
+pub(crate) struct CatchPanic<'a, F: ?Sized> {
+    inner: Pin<Box<F>>,
+    handler: &'a PanicHandler,
+    location: &'a str,
+}
+
+impl<'a, F: Future<Output = Response> + ?Sized> CatchPanic<'a, F> {
+    pub(crate) fn new(inner: Pin<Box<F>>, handler: &'a PanicHandler, location: &'a str) -> Self {
+        CatchPanic { inner, handler, location }
+    }
+}
+
+impl<F: Future<Output = Response> + ?Sized> Future for CatchPanic<'_, F> {
+    type Output = Response;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
+        let this = &mut *self;
+        match panic::catch_unwind(AssertUnwindSafe(|| this.inner.as_mut().poll(cx))) {
+            Ok(p) => p,
+            Err(payload) => Poll::Ready(to_response(this.handler, this.location, payload)),
+        }
+    }
+}
+
+/// The panic raised when a suspending function is called where no fiber runs.
+#[cold]
+#[track_caller]
+pub(crate) fn off_fiber(api: &'static str) -> ! {
+    let hint = match api {
+        "wait" => {
+            "suspendware::wait() only works in sync code that a Pipeline runs on a fiber \
+             (a SyncMiddleware, a sync view, or code they call). In async code, `.await` \
+             the future instead."
+        }
+        "blocking" => {
+            "suspendware::blocking() only works in sync code that a Pipeline runs on a fiber. \
+             In async code use tokio::task::spawn_blocking(..).await; in plain threads call \
+             the function directly."
+        }
+        _ => {
+            "Next::get_response() must be called by the middleware that received the Next, \
+             on the same thread, during its call (not from another thread or after it returned)."
+        }
+    };
+    panic!("suspendware: {api}() called outside a suspendware fiber. {hint}")
+}
+
+impl fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("suspendware: request cancelled while its middleware was suspended")
+    }
+}

@@ -1,0 +1,96 @@
+//! `Pipeline`: the built chain and the entry point for requests.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tracing::instrument::Instrumented;
+use tracing::Instrument;
+
+use crate::body::{Request, Response};
+use crate::builder::PipelineBuilder;
+use crate::chain::{Chain, Segment};
+use crate::middleware::LocalBoxFuture;
+use crate::stack_pool::{PoolStats, StackPool};
+
+/// A built middleware chain around a view. Cheap to clone (an `Arc`).
+///
+/// `Pipeline` is `Send + Sync`, but the future of [`Pipeline::handle`] is
+/// not `Send`: fibers never move between threads. Run it on a
+/// current-thread runtime, inside a `tokio::task::LocalSet`, or with
+/// `spawn_local`.
+#[derive(Clone)]
+pub struct Pipeline {
+    chain: Arc<Chain>,
+}
+
+impl Pipeline {
+    /// Starts a builder.
+    pub fn builder() -> PipelineBuilder {
+        PipelineBuilder::default()
+    }
+
+    pub(crate) fn from_chain(chain: Arc<Chain>) -> Self {
+        Pipeline { chain }
+    }
+
+    /// Runs one request through the chain.
+    ///
+    /// The future is `'static` (it holds a clone of the pipeline) and
+    /// `!Send`. Dropping it cancels the request: suspended sync middleware is
+    /// unwound (its destructors run) and its stack returns to the pool.
+    pub fn handle(&self, req: Request) -> ResponseFuture {
+        let span = tracing::info_span!("request", method = %req.method(), uri = %req.uri());
+        ResponseFuture { inner: Chain::run_segment(&self.chain, 0, req).instrument(span) }
+    }
+
+    /// Counters of the pipeline's stack pool.
+    pub fn stack_stats(&self) -> PoolStats {
+        self.chain.pool.stats()
+    }
+
+    /// The pipeline's stack pool.
+    pub fn stack_pool(&self) -> &StackPool {
+        &self.chain.pool
+    }
+
+    /// Names of the layers, outermost first.
+    pub fn layer_names(&self) -> impl Iterator<Item = &str> {
+        self.chain.entries.iter().map(|e| e.name.as_str())
+    }
+
+    /// How many fibers (sync segments) a request passes through.
+    pub fn fiber_segments(&self) -> usize {
+        self.chain.segments.iter().filter(|s| matches!(s, Segment::Sync { .. })).count()
+    }
+}
+
+impl fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("layers", &self.layer_names().collect::<Vec<_>>())
+            .field("view", &self.chain.view_name)
+            .field("segments", &self.chain.segments)
+            .finish()
+    }
+}
+
+/// The future returned by [`Pipeline::handle`].
+pub struct ResponseFuture {
+    inner: Instrumented<LocalBoxFuture<'static, Response>>,
+}
+
+impl Future for ResponseFuture {
+    type Output = Response;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
+        Pin::new(&mut self.inner).poll(cx)
+    }
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResponseFuture")
+    }
+}
