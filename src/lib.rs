@@ -61,7 +61,10 @@ mod middleware;
 mod next;
 mod panic;
 mod pipeline;
+mod runtime;
 mod stack_pool;
+#[cfg(feature = "tower")]
+mod tower;
 
 pub use body::{Body, Request, Response};
 pub use bridge::{blocking, wait};
@@ -71,7 +74,13 @@ pub use middleware::{named, AsyncMiddleware, LocalBoxFuture, Named, SyncMiddlewa
 pub use next::{AsyncNext, Next};
 pub use panic::{default_panic_handler, Cancelled, PanicHandler, PanicInfo};
 pub use pipeline::{Pipeline, ResponseFuture};
+pub use runtime::{
+    worker_index, Dispatch, DispatchError, Runtime, RuntimeBuilder, RuntimeError, RuntimeHandle,
+    ShutdownReport,
+};
 pub use stack_pool::{
     default_stack_budget, max_map_count, PoolStats, StackPool, DEFAULT_STACK_SIZE,
     DEFAULT_STACK_WAIT, MIN_STACK_SIZE,
 };
+#[cfg(feature = "tower")]
+pub use tower::{BoxError, CollectResponse, RuntimeService, SuspendLayer, DEFAULT_BODY_LIMIT};
