@@ -62,6 +62,8 @@ mod next;
 mod panic;
 mod pipeline;
 mod runtime;
+#[cfg(feature = "server")]
+mod server;
 mod stack_pool;
 #[cfg(feature = "tower")]
 mod tower;
@@ -82,5 +84,7 @@ pub use stack_pool::{
     default_stack_budget, max_map_count, PoolStats, StackPool, DEFAULT_STACK_SIZE,
     DEFAULT_STACK_WAIT, MIN_STACK_SIZE,
 };
+#[cfg(feature = "server")]
+pub use server::{Server, ServerBuilder, ServerError, ServerReport, ServerStats};
 #[cfg(feature = "tower")]
 pub use tower::{BoxError, CollectResponse, RuntimeService, SuspendLayer, DEFAULT_BODY_LIMIT};

@@ -153,7 +153,7 @@ impl RuntimeHandle {
             return Dispatch::failed(DispatchError::ShuttingDown);
         }
         let (mut tx, rx) = reply::channel();
-        let job = Job::new(in_flight, move || {
+        let job = Job::new(in_flight, move |in_flight| {
             Box::pin(async move {
                 let outcome = tokio::select! {
                     biased;
@@ -162,6 +162,7 @@ impl RuntimeHandle {
                     // cancels a pipeline request and unwinds its fibers).
                     () = tx.closed() => return,
                 };
+                drop(in_flight);
                 let _ = tx.send(outcome);
             })
         });

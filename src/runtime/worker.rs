@@ -4,7 +4,6 @@
 //! from start to end.
 
 use std::cell::Cell;
-use std::future::Future;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::thread::{self, JoinHandle};
@@ -30,16 +29,19 @@ pub(crate) struct WorkerState {
 }
 
 /// Work for a worker: a closure run on the worker that makes the task's
-/// future, and the in-flight mark that is lowered when the job is dropped.
+/// future, and the in-flight mark. The mark goes into the future, which
+/// drops it just before it answers, so a caller that has its answer sees
+/// the work no longer in flight; if the job or its future is dropped
+/// instead, the mark goes with it.
 pub(crate) struct Job {
-    make: Box<dyn FnOnce() -> LocalBoxFuture<'static, ()> + Send>,
+    make: Box<dyn FnOnce(InFlight) -> LocalBoxFuture<'static, ()> + Send>,
     in_flight: InFlight,
 }
 
 impl Job {
     pub(crate) fn new(
         in_flight: InFlight,
-        make: impl FnOnce() -> LocalBoxFuture<'static, ()> + Send + 'static,
+        make: impl FnOnce(InFlight) -> LocalBoxFuture<'static, ()> + Send + 'static,
     ) -> Job {
         Job { make: Box::new(make), in_flight }
     }
@@ -180,19 +182,13 @@ async fn serve(
 /// work aborted); panics while the task runs are caught inside the task.
 fn start(job: Job) {
     let Job { make, in_flight } = job;
-    match panic::catch_unwind(AssertUnwindSafe(make)) {
+    match panic::catch_unwind(AssertUnwindSafe(move || make(in_flight))) {
         Ok(fut) => {
-            tokio::task::spawn_local(hold(in_flight, fut));
+            tokio::task::spawn_local(fut);
         }
         Err(p) => {
             let message = crate::panic::payload_message(&*p);
             tracing::error!(panic = message, "a job panicked before it started; the worker keeps serving");
         }
     }
-}
-
-/// Keeps the in-flight mark until the task's future is done or dropped.
-async fn hold(in_flight: InFlight, fut: impl Future<Output = ()>) {
-    let _in_flight = in_flight;
-    fut.await
 }
