@@ -59,8 +59,9 @@ pub(crate) async fn accept_loop(
             Some(_) = conns.join_next() => {}
         }
     }
-    drop(listener);
+    // Tell the connections first: once the port refuses, they are stopping.
     let _ = stop_tx.send(true);
+    drop(listener);
     tracing::debug!(open = conns.len(), "accept loop stopped; finishing open connections");
     while conns.join_next().await.is_some() {}
     Ok(())
