@@ -63,18 +63,29 @@ fn main() -> ExitCode {
         tracing::error!(mode = ?args.mode, "only --mode suspend is available in this build (adapt and hop arrive with suspendware::Mode)");
         return ExitCode::from(2);
     }
-    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let state = app::AppState::default();
-    let cfg = app::AppConfig { view_delay: Duration::from_millis(args.view_delay_ms) };
+    let cfg = app::AppConfig {
+        view_delay: Duration::from_millis(args.view_delay_ms),
+    };
     // One pipeline (and stack pool) per worker.
-    let pipelines = match (0..workers).map(|_| app::pipeline(&state, &cfg)).collect::<Result<Vec<_>, _>>() {
+    let pipelines = match (0..workers)
+        .map(|_| app::pipeline(&state, &cfg))
+        .collect::<Result<Vec<_>, _>>()
+    {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(error = %e, "could not build the pipeline");
             return ExitCode::FAILURE;
         }
     };
-    let server = match Server::builder().addr(args.addr).workers(workers).serve(|i| pipelines[i].clone()) {
+    let server = match Server::builder()
+        .addr(args.addr)
+        .workers(workers)
+        .serve(|i| pipelines[i].clone())
+    {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "could not start the server");
@@ -83,12 +94,19 @@ fn main() -> ExitCode {
     };
     tracing::info!(addr = %server.local_addr(), workers, mode = ?args.mode, view_delay_ms = args.view_delay_ms, "legacy server ready");
 
-    let signals = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("signal runtime");
+    let signals = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("signal runtime");
     if let Err(e) = signals.block_on(tokio::signal::ctrl_c()) {
         tracing::error!(error = %e, "cannot wait for Ctrl-C; shutting down");
     }
     tracing::info!("shutting down: finishing requests in flight (up to 10 s)");
     let report = server.shutdown(Duration::from_secs(10));
-    tracing::info!(served = report.stats.served, cancelled = report.stats.cancelled, "stopped");
+    tracing::info!(
+        served = report.stats.served,
+        cancelled = report.stats.cancelled,
+        "stopped"
+    );
     ExitCode::SUCCESS
 }

@@ -80,11 +80,11 @@ pub use runtime::{
     worker_index, Dispatch, DispatchError, Runtime, RuntimeBuilder, RuntimeError, RuntimeHandle,
     ShutdownReport,
 };
+#[cfg(feature = "server")]
+pub use server::{Server, ServerBuilder, ServerError, ServerReport, ServerStats};
 pub use stack_pool::{
     default_stack_budget, max_map_count, PoolStats, StackPool, DEFAULT_STACK_SIZE,
     DEFAULT_STACK_WAIT, MIN_STACK_SIZE,
 };
-#[cfg(feature = "server")]
-pub use server::{Server, ServerBuilder, ServerError, ServerReport, ServerStats};
 #[cfg(feature = "tower")]
 pub use tower::{BoxError, CollectResponse, RuntimeService, SuspendLayer, DEFAULT_BODY_LIMIT};

@@ -25,14 +25,24 @@ fn client() -> HttpClient {
 }
 
 fn tokio_mt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn app_server(workers: usize) -> Server {
     let state = app::AppState::default();
-    let cfg = app::AppConfig { view_delay: Duration::from_millis(1) };
+    let cfg = app::AppConfig {
+        view_delay: Duration::from_millis(1),
+    };
     let pipeline = app::pipeline(&state, &cfg).unwrap();
-    Server::builder().addr(([127, 0, 0, 1], 0).into()).workers(workers).serve(|_| pipeline.clone()).unwrap()
+    Server::builder()
+        .addr(([127, 0, 0, 1], 0).into())
+        .workers(workers)
+        .serve(|_| pipeline.clone())
+        .unwrap()
 }
 
 struct Reply {
@@ -41,8 +51,17 @@ struct Reply {
     body: String,
 }
 
-async fn send(client: &HttpClient, server: &Server, method: Method, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-    let mut req = http::Request::builder().method(method).uri(format!("http://{}{path}", server.local_addr()));
+async fn send(
+    client: &HttpClient,
+    server: &Server,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", server.local_addr()));
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -50,7 +69,11 @@ async fn send(client: &HttpClient, server: &Server, method: Method, path: &str, 
     let resp = client.request(req).await.expect("request failed");
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
-    Reply { status: parts.status, headers: parts.headers, body: String::from_utf8(body.to_vec()).unwrap() }
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8(body.to_vec()).unwrap(),
+    }
 }
 
 /// The value of cookie `name` set by the response.
@@ -67,7 +90,8 @@ fn set_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 #[test]
 fn each_middleware_sets_its_headers() {
     let server = app_server(2);
-    let r = tokio_mt().block_on(async { send(&client(), &server, Method::GET, "/", &[], "").await });
+    let r =
+        tokio_mt().block_on(async { send(&client(), &server, Method::GET, "/", &[], "").await });
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body, "hello, anonymous\n");
     // SecurityMiddleware
@@ -82,7 +106,11 @@ fn each_middleware_sets_its_headers() {
     let token = set_cookie(&r.headers, "csrftoken").expect("csrftoken cookie");
     assert_eq!(token.len(), 32);
     // Timing
-    let ms: f64 = r.headers["x-render-ms"].to_str().unwrap().parse().expect("X-Render-MS is a number");
+    let ms: f64 = r.headers["x-render-ms"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .expect("X-Render-MS is a number");
     assert!(ms >= 0.0);
     server.shutdown(Duration::from_secs(10));
 }
@@ -94,12 +122,33 @@ fn session_cookie_round_trip() {
         let c = client();
         let first = send(&c, &server, Method::GET, "/visits", &[], "").await;
         assert_eq!(first.body, "visits: 1\n");
-        let key = set_cookie(&first.headers, "sessionid").expect("sessionid cookie after a session change");
+        let key = set_cookie(&first.headers, "sessionid")
+            .expect("sessionid cookie after a session change");
         let cookie = format!("sessionid={key}");
-        let second = send(&c, &server, Method::GET, "/visits", &[("cookie", &cookie)], "").await;
+        let second = send(
+            &c,
+            &server,
+            Method::GET,
+            "/visits",
+            &[("cookie", &cookie)],
+            "",
+        )
+        .await;
         assert_eq!(second.body, "visits: 2\n");
-        assert_eq!(set_cookie(&second.headers, "sessionid").as_deref(), Some(key.as_str()), "same session key");
-        let third = send(&c, &server, Method::GET, "/visits", &[("cookie", &cookie)], "").await;
+        assert_eq!(
+            set_cookie(&second.headers, "sessionid").as_deref(),
+            Some(key.as_str()),
+            "same session key"
+        );
+        let third = send(
+            &c,
+            &server,
+            Method::GET,
+            "/visits",
+            &[("cookie", &cookie)],
+            "",
+        )
+        .await;
         assert_eq!(third.body, "visits: 3\n");
         // Another client (no cookie) has its own session.
         let other = send(&c, &server, Method::GET, "/visits", &[], "").await;
@@ -121,21 +170,58 @@ fn csrf_rejects_unsafe_methods_without_a_token_and_login_authenticates() {
         assert_eq!(no_token.status, StatusCode::FORBIDDEN);
         assert!(no_token.body.contains("CSRF verification failed"));
 
-        let token = set_cookie(&send(&c, &server, Method::GET, "/", &[], "").await.headers, "csrftoken").unwrap();
+        let token = set_cookie(
+            &send(&c, &server, Method::GET, "/", &[], "").await.headers,
+            "csrftoken",
+        )
+        .unwrap();
         let cookie = format!("csrftoken={token}");
-        let wrong = send(&c, &server, Method::POST, "/login", &[("cookie", &cookie), ("x-csrftoken", "nope")], "username=alice").await;
+        let wrong = send(
+            &c,
+            &server,
+            Method::POST,
+            "/login",
+            &[("cookie", &cookie), ("x-csrftoken", "nope")],
+            "username=alice",
+        )
+        .await;
         assert_eq!(wrong.status, StatusCode::FORBIDDEN);
 
-        let ok = send(&c, &server, Method::POST, "/login", &[("cookie", &cookie), ("x-csrftoken", &token)], "username=alice").await;
+        let ok = send(
+            &c,
+            &server,
+            Method::POST,
+            "/login",
+            &[("cookie", &cookie), ("x-csrftoken", &token)],
+            "username=alice",
+        )
+        .await;
         assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
         assert_eq!(ok.body, "logged in as alice\n");
-        let session = set_cookie(&ok.headers, "sessionid").expect("login stores the user in the session");
+        let session =
+            set_cookie(&ok.headers, "sessionid").expect("login stores the user in the session");
 
         // AuthenticationMiddleware finds the user from the session.
         let cookies = format!("{cookie}; sessionid={session}");
-        let me = send(&c, &server, Method::GET, "/me", &[(COOKIE.as_str(), &cookies)], "").await;
+        let me = send(
+            &c,
+            &server,
+            Method::GET,
+            "/me",
+            &[(COOKIE.as_str(), &cookies)],
+            "",
+        )
+        .await;
         assert_eq!(me.body, "user alice (id 1)\n");
-        let home = send(&c, &server, Method::GET, "/", &[(COOKIE.as_str(), &cookies)], "").await;
+        let home = send(
+            &c,
+            &server,
+            Method::GET,
+            "/",
+            &[(COOKIE.as_str(), &cookies)],
+            "",
+        )
+        .await;
         assert_eq!(home.body, "hello, alice\n");
         let anon = send(&c, &server, Method::GET, "/me", &[], "").await;
         assert_eq!(anon.body, "anonymous\n");
@@ -146,7 +232,8 @@ fn csrf_rejects_unsafe_methods_without_a_token_and_login_authenticates() {
 #[test]
 fn method_decorator_answers_405_with_allow() {
     let server = app_server(1);
-    let r = tokio_mt().block_on(async { send(&client(), &server, Method::GET, "/login", &[], "").await });
+    let r = tokio_mt()
+        .block_on(async { send(&client(), &server, Method::GET, "/login", &[], "").await });
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(r.headers[ALLOW], "POST");
     // The outer middleware still decorated the 405.
@@ -161,7 +248,10 @@ fn async_lookup_view_answers() {
     tokio_mt().block_on(async {
         let c = client();
         let bob = send(&c, &server, Method::GET, "/users/bob", &[], "").await;
-        assert_eq!((bob.status, bob.body.as_str()), (StatusCode::OK, "bob has id 2\n"));
+        assert_eq!(
+            (bob.status, bob.body.as_str()),
+            (StatusCode::OK, "bob has id 2\n")
+        );
         let zed = send(&c, &server, Method::GET, "/users/zed", &[], "").await;
         assert_eq!(zed.status, StatusCode::NOT_FOUND);
     });
@@ -171,9 +261,30 @@ fn async_lookup_view_answers() {
 #[test]
 fn request_bodies_over_the_limit_get_413() {
     let state = app::AppState::default();
-    let pipeline = app::pipeline(&state, &app::AppConfig { view_delay: Duration::ZERO }).unwrap();
-    let server = Server::builder().addr(([127, 0, 0, 1], 0).into()).workers(1).body_limit(16).serve(|_| pipeline.clone()).unwrap();
-    let r = tokio_mt().block_on(async { send(&client(), &server, Method::POST, "/login", &[], &"x".repeat(17)).await });
+    let pipeline = app::pipeline(
+        &state,
+        &app::AppConfig {
+            view_delay: Duration::ZERO,
+        },
+    )
+    .unwrap();
+    let server = Server::builder()
+        .addr(([127, 0, 0, 1], 0).into())
+        .workers(1)
+        .body_limit(16)
+        .serve(|_| pipeline.clone())
+        .unwrap();
+    let r = tokio_mt().block_on(async {
+        send(
+            &client(),
+            &server,
+            Method::POST,
+            "/login",
+            &[],
+            &"x".repeat(17),
+        )
+        .await
+    });
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     server.shutdown(Duration::from_secs(10));
 }
@@ -205,7 +316,11 @@ fn two_thousand_concurrent_requests_on_one_worker_all_complete() {
         })
         .build()
         .unwrap();
-    let server = Server::builder().addr(([127, 0, 0, 1], 0).into()).workers(1).serve(|_| pipeline.clone()).unwrap();
+    let server = Server::builder()
+        .addr(([127, 0, 0, 1], 0).into())
+        .workers(1)
+        .serve(|_| pipeline.clone())
+        .unwrap();
     let addr = server.local_addr();
     let rt = tokio_mt();
     let results = rt.block_on(async {
@@ -214,9 +329,12 @@ fn two_thousand_concurrent_requests_on_one_worker_all_complete() {
             .map(|_| {
                 let c = c.clone();
                 tokio::spawn(async move {
-                    let req = http::Request::get(format!("http://{addr}/")).body(Full::new(Bytes::new())).unwrap();
+                    let req = http::Request::get(format!("http://{addr}/"))
+                        .body(Full::new(Bytes::new()))
+                        .unwrap();
                     let resp = c.request(req).await.expect("request failed");
-                    let ok = resp.status() == StatusCode::OK && resp.headers().contains_key("x-render-ms");
+                    let ok = resp.status() == StatusCode::OK
+                        && resp.headers().contains_key("x-render-ms");
                     ok && resp.into_body().collect().await.unwrap().to_bytes() == "done"
                 })
             })
@@ -231,14 +349,24 @@ fn two_thousand_concurrent_requests_on_one_worker_all_complete() {
         tokio::time::timeout(Duration::from_secs(120), all).await
     });
     let ok = results.unwrap_or_else(|_| {
-        panic!("timed out: only {} of {N} requests reached the view at once", inside.load(Ordering::SeqCst))
+        panic!(
+            "timed out: only {} of {N} requests reached the view at once",
+            inside.load(Ordering::SeqCst)
+        )
     });
     assert_eq!(ok, N, "every request answered 200 with X-Render-MS");
-    assert_eq!(peak.load(Ordering::SeqCst), N, "all requests were in flight inside the server at once");
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        N,
+        "all requests were in flight inside the server at once"
+    );
     let report = server.shutdown(Duration::from_secs(10));
     assert_eq!(report.stats.served, N);
     assert_eq!(pipeline.stack_stats().in_use, 0);
-    assert!(pipeline.stack_stats().allocated >= N, "each suspended request held its own fiber stack");
+    assert!(
+        pipeline.stack_stats().allocated >= N,
+        "each suspended request held its own fiber stack"
+    );
 }
 
 #[test]
@@ -259,7 +387,11 @@ fn shutdown_with_requests_in_flight_completes_them() {
         })
         .build()
         .unwrap();
-    let server = Server::builder().addr(([127, 0, 0, 1], 0).into()).workers(2).serve(|_| pipeline.clone()).unwrap();
+    let server = Server::builder()
+        .addr(([127, 0, 0, 1], 0).into())
+        .workers(2)
+        .serve(|_| pipeline.clone())
+        .unwrap();
     let addr = server.local_addr();
     let handle = server.handle();
     let rt = tokio_mt();
@@ -268,9 +400,17 @@ fn shutdown_with_requests_in_flight_completes_them() {
         .map(|_| {
             let c = c.clone();
             rt.spawn(async move {
-                let req = http::Request::get(format!("http://{addr}/")).body(Full::new(Bytes::new())).unwrap();
-                let resp = c.request(req).await.expect("in-flight request must be answered");
-                (resp.status(), resp.into_body().collect().await.unwrap().to_bytes())
+                let req = http::Request::get(format!("http://{addr}/"))
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                let resp = c
+                    .request(req)
+                    .await
+                    .expect("in-flight request must be answered");
+                (
+                    resp.status(),
+                    resp.into_body().collect().await.unwrap().to_bytes(),
+                )
             })
         })
         .collect();
@@ -291,8 +431,14 @@ fn shutdown_with_requests_in_flight_completes_them() {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(refused, "the server still accepts connections during shutdown");
-    assert_eq!(entered.load(Ordering::SeqCst), N, "no request got past the gate yet");
+    assert!(
+        refused,
+        "the server still accepts connections during shutdown"
+    );
+    assert!(
+        tasks.iter().all(|t| !t.is_finished()),
+        "every request is still held in the view"
+    );
     gate_tx.send(true).unwrap();
     for t in tasks {
         let (status, body) = rt.block_on(t).unwrap();

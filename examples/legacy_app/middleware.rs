@@ -44,7 +44,8 @@ impl SyncMiddleware for Timing {
         let start = Instant::now();
         let mut resp = next.get_response(req);
         let ms = format!("{:.3}", start.elapsed().as_secs_f64() * 1000.0);
-        resp.headers_mut().insert("x-render-ms", HeaderValue::from_str(&ms).expect("digits"));
+        resp.headers_mut()
+            .insert("x-render-ms", HeaderValue::from_str(&ms).expect("digits"));
         resp
     }
 }
@@ -56,9 +57,12 @@ impl SyncMiddleware for Security {
     fn call(&self, req: Request, next: &mut Next<'_>) -> Response {
         let mut resp = next.get_response(req);
         let h = resp.headers_mut();
-        h.entry("x-content-type-options").or_insert(HeaderValue::from_static("nosniff"));
-        h.entry("referrer-policy").or_insert(HeaderValue::from_static("same-origin"));
-        h.entry("cross-origin-opener-policy").or_insert(HeaderValue::from_static("same-origin"));
+        h.entry("x-content-type-options")
+            .or_insert(HeaderValue::from_static("nosniff"));
+        h.entry("referrer-policy")
+            .or_insert(HeaderValue::from_static("same-origin"));
+        h.entry("cross-origin-opener-policy")
+            .or_insert(HeaderValue::from_static("same-origin"));
         resp
     }
 }
@@ -78,7 +82,12 @@ struct SessionState {
 
 impl Session {
     fn new(data: SessionData) -> Self {
-        Session { inner: Arc::new(Mutex::new(SessionState { data, modified: false })) }
+        Session {
+            inner: Arc::new(Mutex::new(SessionState {
+                data,
+                modified: false,
+            })),
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<String> {
@@ -119,12 +128,14 @@ impl SyncMiddleware for Sessions {
 
         let mut resp = next.get_response(req);
 
-        resp.headers_mut().append(VARY, HeaderValue::from_static("Cookie"));
+        resp.headers_mut()
+            .append(VARY, HeaderValue::from_static("Cookie"));
         if let Some(data) = session.take_if_modified() {
             let key = key.filter(|_| known).unwrap_or_else(token);
             wait(self.store.save(&key, data));
             let c = format!("{SESSION_COOKIE}={key}; HttpOnly; Path=/; SameSite=Lax");
-            resp.headers_mut().append(SET_COOKIE, HeaderValue::from_str(&c).expect("hex key"));
+            resp.headers_mut()
+                .append(SET_COOKIE, HeaderValue::from_str(&c).expect("hex key"));
         }
         resp
     }
@@ -138,19 +149,27 @@ pub struct Csrf;
 impl SyncMiddleware for Csrf {
     fn call(&self, req: Request, next: &mut Next<'_>) -> Response {
         let cookie_token = cookie(req.headers(), CSRF_COOKIE);
-        let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE);
+        let safe = matches!(
+            *req.method(),
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+        );
         if !safe {
             let header = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok());
-            let ok = matches!((&cookie_token, header), (Some(c), Some(h)) if !c.is_empty() && c == h);
+            let ok =
+                matches!((&cookie_token, header), (Some(c), Some(h)) if !c.is_empty() && c == h);
             if !ok {
                 tracing::warn!(method = %req.method(), path = req.uri().path(), "CSRF verification failed");
-                return plain(StatusCode::FORBIDDEN, "CSRF verification failed. Request aborted.\n");
+                return plain(
+                    StatusCode::FORBIDDEN,
+                    "CSRF verification failed. Request aborted.\n",
+                );
             }
         }
         let mut resp = next.get_response(req);
         if cookie_token.is_none() {
             let c = format!("{CSRF_COOKIE}={}; Path=/; SameSite=Lax", token());
-            resp.headers_mut().append(SET_COOKIE, HeaderValue::from_str(&c).expect("hex token"));
+            resp.headers_mut()
+                .append(SET_COOKIE, HeaderValue::from_str(&c).expect("hex token"));
         }
         resp
     }
@@ -177,9 +196,16 @@ impl Authentication {
 
 impl SyncMiddleware for Authentication {
     fn call(&self, mut req: Request, next: &mut Next<'_>) -> Response {
-        let id = req.extensions().get::<Session>().and_then(|s| s.get(AUTH_USER_ID)).and_then(|id| id.parse().ok());
+        let id = req
+            .extensions()
+            .get::<Session>()
+            .and_then(|s| s.get(AUTH_USER_ID))
+            .and_then(|id| id.parse().ok());
         let user = match id.and_then(|id| wait(self.users.by_id(id))) {
-            Some(u) => CurrentUser::User { id: u.id, username: u.username },
+            Some(u) => CurrentUser::User {
+                id: u.id,
+                username: u.username,
+            },
             None => CurrentUser::Anonymous,
         };
         req.extensions_mut().insert(user);
@@ -193,7 +219,9 @@ pub struct XFrameOptions;
 impl SyncMiddleware for XFrameOptions {
     fn call(&self, req: Request, next: &mut Next<'_>) -> Response {
         let mut resp = next.get_response(req);
-        resp.headers_mut().entry("x-frame-options").or_insert(HeaderValue::from_static("DENY"));
+        resp.headers_mut()
+            .entry("x-frame-options")
+            .or_insert(HeaderValue::from_static("DENY"));
         resp
     }
 }

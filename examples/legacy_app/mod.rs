@@ -41,5 +41,7 @@ pub fn middleware(builder: PipelineBuilder, state: &AppState) -> PipelineBuilder
 
 /// The whole pipeline: the middleware stack around the app's router.
 pub fn pipeline(state: &AppState, cfg: &AppConfig) -> Result<Pipeline, BuildError> {
-    middleware(Pipeline::builder(), state).view(views::router(state.clone(), cfg.clone())).build()
+    middleware(Pipeline::builder(), state)
+        .view(views::router(state.clone(), cfg.clone()))
+        .build()
 }

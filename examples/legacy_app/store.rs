@@ -49,9 +49,14 @@ impl Default for UserDirectory {
         let users = ["alice", "bob", "carol"]
             .iter()
             .zip(1..)
-            .map(|(name, id)| User { id, username: (*name).to_owned() })
+            .map(|(name, id)| User {
+                id,
+                username: (*name).to_owned(),
+            })
             .collect();
-        UserDirectory { users: Arc::new(users) }
+        UserDirectory {
+            users: Arc::new(users),
+        }
     }
 }
 

@@ -12,12 +12,18 @@ use super::{AppConfig, AppState};
 fn text(status: StatusCode, body: String) -> Response {
     let mut r = Response::new(body.into());
     *r.status_mut() = status;
-    r.headers_mut().insert("content-type", HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
 fn user_of(req: &Request) -> CurrentUser {
-    req.extensions().get::<CurrentUser>().cloned().unwrap_or(CurrentUser::Anonymous)
+    req.extensions()
+        .get::<CurrentUser>()
+        .cloned()
+        .unwrap_or(CurrentUser::Anonymous)
 }
 
 // TODO(lead): replace with `suspendware::require_http_methods` once issue 3 lands on main.
@@ -38,9 +44,18 @@ impl<V: View> View for RequireMethods<V> {
         if self.methods.contains(req.method()) {
             return self.view.call(req);
         }
-        let allow = self.methods.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
-        let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, format!("method {} not allowed\n", req.method()));
-        resp.headers_mut().insert(ALLOW, HeaderValue::from_str(&allow).expect("method names"));
+        let allow = self
+            .methods
+            .iter()
+            .map(Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut resp = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {} not allowed\n", req.method()),
+        );
+        resp.headers_mut()
+            .insert(ALLOW, HeaderValue::from_str(&allow).expect("method names"));
         Box::pin(async move { resp })
     }
 }
@@ -56,7 +71,10 @@ impl View for Login {
         Box::pin(async move {
             let body = String::from_utf8_lossy(req.body().as_bytes()).into_owned();
             let name = body.strip_prefix("username=").unwrap_or("").trim();
-            match (self.state.users.by_name(name).await, req.extensions().get::<Session>()) {
+            match (
+                self.state.users.by_name(name).await,
+                req.extensions().get::<Session>(),
+            ) {
                 (Some(user), Some(session)) => {
                     session.set(AUTH_USER_ID, user.id.to_string());
                     text(StatusCode::OK, format!("logged in as {}\n", user.username))
@@ -75,8 +93,17 @@ pub struct Router {
 }
 
 pub fn router(state: AppState, cfg: AppConfig) -> Router {
-    let login = require_http_methods(&[Method::POST], Login { state: state.clone() });
-    Router { state, view_delay: cfg.view_delay, login }
+    let login = require_http_methods(
+        &[Method::POST],
+        Login {
+            state: state.clone(),
+        },
+    );
+    Router {
+        state,
+        view_delay: cfg.view_delay,
+        login,
+    }
 }
 
 impl View for Router {
@@ -95,15 +122,24 @@ impl View for Router {
             }),
             "/me" => Box::pin(async move {
                 match user_of(&req) {
-                    CurrentUser::User { id, username } => text(StatusCode::OK, format!("user {username} (id {id})\n")),
+                    CurrentUser::User { id, username } => {
+                        text(StatusCode::OK, format!("user {username} (id {id})\n"))
+                    }
                     CurrentUser::Anonymous => text(StatusCode::OK, "anonymous\n".to_owned()),
                 }
             }),
             "/visits" => Box::pin(async move {
                 let Some(session) = req.extensions().get::<Session>() else {
-                    return text(StatusCode::INTERNAL_SERVER_ERROR, "no session middleware\n".to_owned());
+                    return text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "no session middleware\n".to_owned(),
+                    );
                 };
-                let n = session.get("visits").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + 1;
+                let n = session
+                    .get("visits")
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+                    + 1;
                 session.set("visits", n.to_string());
                 text(StatusCode::OK, format!("visits: {n}\n"))
             }),

@@ -37,8 +37,18 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(id: usize, workers: Vec<Arc<WorkerState>>, stop: watch::Sender<Option<Instant>>) -> Self {
-        Shared { id, workers, accepting: AtomicBool::new(true), cursor: AtomicUsize::new(0), stop }
+    pub(crate) fn new(
+        id: usize,
+        workers: Vec<Arc<WorkerState>>,
+        stop: watch::Sender<Option<Instant>>,
+    ) -> Self {
+        Shared {
+            id,
+            workers,
+            accepting: AtomicBool::new(true),
+            cursor: AtomicUsize::new(0),
+            stop,
+        }
     }
 }
 
@@ -100,7 +110,10 @@ impl RuntimeHandle {
     /// Jobs in flight (queued or running) on worker `index`; `0` for an
     /// index out of range.
     pub fn in_flight(&self, index: usize) -> usize {
-        self.shared.workers.get(index).map_or(0, |w| w.in_flight.load(Ordering::Relaxed))
+        self.shared
+            .workers
+            .get(index)
+            .map_or(0, |w| w.in_flight.load(Ordering::Relaxed))
     }
 
     /// Whether shutdown has begun (new work is refused).
@@ -167,7 +180,9 @@ impl RuntimeHandle {
             })
         });
         match worker.tx.send(job) {
-            Ok(()) => Dispatch { state: State::Waiting(rx) },
+            Ok(()) => Dispatch {
+                state: State::Waiting(rx),
+            },
             // The worker has exited (its receiver is gone); the job and its
             // in-flight mark were dropped with the error.
             Err(mpsc::error::SendError(_job)) => Dispatch::failed(DispatchError::Aborted),
@@ -178,7 +193,10 @@ impl RuntimeHandle {
 impl fmt::Debug for RuntimeHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let loads: Vec<usize> = (0..self.workers()).map(|i| self.in_flight(i)).collect();
-        f.debug_struct("RuntimeHandle").field("in_flight", &loads).field("stopping", &self.is_stopping()).finish()
+        f.debug_struct("RuntimeHandle")
+            .field("in_flight", &loads)
+            .field("stopping", &self.is_stopping())
+            .finish()
     }
 }
 
@@ -213,7 +231,9 @@ enum State<T> {
 
 impl<T> Dispatch<T> {
     fn failed(e: DispatchError) -> Self {
-        Dispatch { state: State::Failed(Some(e)) }
+        Dispatch {
+            state: State::Failed(Some(e)),
+        }
     }
 }
 
@@ -222,8 +242,12 @@ impl<T> Future for Dispatch<T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.state {
-            State::Waiting(rx) => Pin::new(rx).poll(cx).map(|r| r.unwrap_or(Err(DispatchError::Aborted))),
-            State::Failed(e) => Poll::Ready(Err(e.take().expect("Dispatch polled after completion"))),
+            State::Waiting(rx) => Pin::new(rx)
+                .poll(cx)
+                .map(|r| r.unwrap_or(Err(DispatchError::Aborted))),
+            State::Failed(e) => {
+                Poll::Ready(Err(e.take().expect("Dispatch polled after completion")))
+            }
         }
     }
 }

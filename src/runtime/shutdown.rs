@@ -69,12 +69,17 @@ impl Runtime {
     }
 
     pub(crate) fn new_empty(shared: Arc<Shared>) -> Runtime {
-        Runtime { shared, threads: Vec::new() }
+        Runtime {
+            shared,
+            threads: Vec::new(),
+        }
     }
 
     /// A handle for dispatching work (cheap to clone, `Send + Sync`).
     pub fn handle(&self) -> RuntimeHandle {
-        RuntimeHandle { shared: self.shared.clone() }
+        RuntimeHandle {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Number of workers.
@@ -113,7 +118,11 @@ impl Runtime {
             }
         }
         report.elapsed = start.elapsed();
-        tracing::info!(cancelled = report.cancelled, elapsed_ms = report.elapsed.as_millis() as u64, "suspendware runtime stopped");
+        tracing::info!(
+            cancelled = report.cancelled,
+            elapsed_ms = report.elapsed.as_millis() as u64,
+            "suspendware runtime stopped"
+        );
         report
     }
 }
@@ -136,6 +145,9 @@ impl Drop for Runtime {
 
 impl fmt::Debug for Runtime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Runtime").field("workers", &self.workers()).field("handle", &self.handle()).finish()
+        f.debug_struct("Runtime")
+            .field("workers", &self.workers())
+            .field("handle", &self.handle())
+            .finish()
     }
 }

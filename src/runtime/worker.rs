@@ -43,7 +43,10 @@ impl Job {
         in_flight: InFlight,
         make: impl FnOnce(InFlight) -> LocalBoxFuture<'static, ()> + Send + 'static,
     ) -> Job {
-        Job { make: Box::new(make), in_flight }
+        Job {
+            make: Box::new(make),
+            in_flight,
+        }
     }
 }
 
@@ -104,7 +107,10 @@ pub(crate) fn spawn(
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let handle = thread::Builder::new().name(name).spawn(move || {
         CURRENT.with(|c| c.set(Some((runtime_id, index))));
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
             Ok(rt) => {
                 let _ = ready_tx.send(Ok(()));
                 rt
@@ -130,7 +136,9 @@ pub(crate) fn spawn(
         }
         Err(_) => {
             let _ = handle.join();
-            Err(io::Error::other("worker thread exited before its runtime started"))
+            Err(io::Error::other(
+                "worker thread exited before its runtime started",
+            ))
         }
     }
 }
@@ -188,7 +196,10 @@ fn start(job: Job) {
         }
         Err(p) => {
             let message = crate::panic::payload_message(&*p);
-            tracing::error!(panic = message, "a job panicked before it started; the worker keeps serving");
+            tracing::error!(
+                panic = message,
+                "a job panicked before it started; the worker keeps serving"
+            );
         }
     }
 }

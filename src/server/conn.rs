@@ -62,7 +62,10 @@ pub(crate) async fn accept_loop(
     // Tell the connections first: once the port refuses, they are stopping.
     let _ = stop_tx.send(true);
     drop(listener);
-    tracing::debug!(open = conns.len(), "accept loop stopped; finishing open connections");
+    tracing::debug!(
+        open = conns.len(),
+        "accept loop stopped; finishing open connections"
+    );
     while conns.join_next().await.is_some() {}
     Ok(())
 }
@@ -99,7 +102,12 @@ async fn serve(
     }
 }
 
-async fn handle(pipeline: Pipeline, req: http::Request<Incoming>, limit: usize, mark: RequestMark) -> Response {
+async fn handle(
+    pipeline: Pipeline,
+    req: http::Request<Incoming>,
+    limit: usize,
+    mark: RequestMark,
+) -> Response {
     let resp = match collect_request(req, limit).await {
         Ok(req) => pipeline.handle(req).await,
         Err(resp) => resp,

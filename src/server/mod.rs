@@ -59,7 +59,10 @@ impl Default for ServerBuilder {
             addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
             workers: std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
             backlog: 4096,
-            conn: ConnConfig { body_limit: DEFAULT_BODY_LIMIT, header_read_timeout: Duration::from_secs(30) },
+            conn: ConnConfig {
+                body_limit: DEFAULT_BODY_LIMIT,
+                header_read_timeout: Duration::from_secs(30),
+            },
         }
     }
 }
@@ -107,22 +110,49 @@ impl ServerBuilder {
         F: FnMut(usize) -> Pipeline,
     {
         if self.workers == 0 {
-            return Err(ServerError::Runtime(crate::runtime::RuntimeError::NoWorkers));
+            return Err(ServerError::Runtime(
+                crate::runtime::RuntimeError::NoWorkers,
+            ));
         }
-        let listeners = listener::bind(self.addr, self.workers, self.backlog)
-            .map_err(|source| ServerError::Bind { addr: self.addr, source })?;
-        let local_addr = listeners[0].local_addr().map_err(|source| ServerError::Bind { addr: self.addr, source })?;
-        let runtime = Runtime::builder().workers(self.workers).thread_name("suspendware-server").build()?;
+        let listeners =
+            listener::bind(self.addr, self.workers, self.backlog).map_err(|source| {
+                ServerError::Bind {
+                    addr: self.addr,
+                    source,
+                }
+            })?;
+        let local_addr = listeners[0]
+            .local_addr()
+            .map_err(|source| ServerError::Bind {
+                addr: self.addr,
+                source,
+            })?;
+        let runtime = Runtime::builder()
+            .workers(self.workers)
+            .thread_name("suspendware-server")
+            .build()?;
         let handle = runtime.handle();
         let counters = Arc::new(Counters::default());
         let cfg = Arc::new(self.conn);
         let mut loops = Vec::with_capacity(self.workers);
         for (i, listener) in listeners.into_iter().enumerate() {
-            let (p, cfg, counters, stopping) = (pipeline(i), cfg.clone(), counters.clone(), handle.stopping());
-            loops.push(handle.run_on(i, move || conn::accept_loop(listener, p, cfg, counters, stopping)));
+            let (p, cfg, counters, stopping) = (
+                pipeline(i),
+                cfg.clone(),
+                counters.clone(),
+                handle.stopping(),
+            );
+            loops.push(handle.run_on(i, move || {
+                conn::accept_loop(listener, p, cfg, counters, stopping)
+            }));
         }
         tracing::info!(addr = %local_addr, workers = self.workers, "suspendware server listening");
-        Ok(Server { runtime, local_addr, counters, _loops: loops })
+        Ok(Server {
+            runtime,
+            local_addr,
+            counters,
+            _loops: loops,
+        })
     }
 }
 
@@ -175,9 +205,14 @@ impl Server {
     /// cancels what is left, and joins the workers. Blocks the calling
     /// thread (from async code: `tokio::task::spawn_blocking`).
     pub fn shutdown(self, grace: Duration) -> ServerReport {
-        let Server { runtime, counters, .. } = self;
+        let Server {
+            runtime, counters, ..
+        } = self;
         let runtime = runtime.shutdown(grace);
-        ServerReport { stats: counters.snapshot(), runtime }
+        ServerReport {
+            stats: counters.snapshot(),
+            runtime,
+        }
     }
 }
 

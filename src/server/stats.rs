@@ -42,7 +42,10 @@ pub(crate) struct RequestMark {
 impl RequestMark {
     pub(crate) fn start(counters: &Arc<Counters>) -> Self {
         counters.in_flight.fetch_add(1, Ordering::Relaxed);
-        RequestMark { counters: counters.clone(), finished: false }
+        RequestMark {
+            counters: counters.clone(),
+            finished: false,
+        }
     }
 
     pub(crate) fn finish(mut self) {

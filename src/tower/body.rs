@@ -16,7 +16,10 @@ pub const DEFAULT_BODY_LIMIT: usize = 2_621_440;
 /// Reads `req`'s body to the end (at most `limit` bytes, trailers dropped).
 /// `Err` is the response to send instead: `413` over the limit, `400` when
 /// the body fails to read.
-pub(crate) async fn collect_request<B>(req: http::Request<B>, limit: usize) -> Result<Request, Response>
+pub(crate) async fn collect_request<B>(
+    req: http::Request<B>,
+    limit: usize,
+) -> Result<Request, Response>
 where
     B: http_body::Body,
     B::Error: Into<BoxError>,
@@ -30,7 +33,10 @@ where
         )),
         Err(e) => {
             tracing::debug!(error = %e, "could not read the request body");
-            Err(status(StatusCode::BAD_REQUEST, "could not read the request body\n".to_owned()))
+            Err(status(
+                StatusCode::BAD_REQUEST,
+                "could not read the request body\n".to_owned(),
+            ))
         }
     }
 }
@@ -61,7 +67,10 @@ where
         Box::pin(async move {
             let (parts, body) = self.into_parts();
             let collected = body.collect().await.map_err(Into::into)?;
-            Ok(Response::from_parts(parts, Body::from(collected.to_bytes())))
+            Ok(Response::from_parts(
+                parts,
+                Body::from(collected.to_bytes()),
+            ))
         })
     }
 }

@@ -62,8 +62,17 @@ impl SuspendLayer {
     where
         F: Fn(PipelineBuilder) -> PipelineBuilder + Send + Sync + 'static,
     {
-        let pool = StackPool::new(DEFAULT_STACK_SIZE, default_stack_budget(), DEFAULT_STACK_WAIT);
-        let layer = SuspendLayer { handle, configure: Arc::new(configure), pool, body_limit: DEFAULT_BODY_LIMIT };
+        let pool = StackPool::new(
+            DEFAULT_STACK_SIZE,
+            default_stack_budget(),
+            DEFAULT_STACK_WAIT,
+        );
+        let layer = SuspendLayer {
+            handle,
+            configure: Arc::new(configure),
+            pool,
+            body_limit: DEFAULT_BODY_LIMIT,
+        };
         layer.pipeline(|_req: Request| async { Response::default() })?;
         Ok(layer)
     }
@@ -75,7 +84,9 @@ impl SuspendLayer {
     }
 
     fn pipeline(&self, view: impl crate::View) -> Result<Pipeline, BuildError> {
-        (self.configure)(Pipeline::builder().stack_pool(self.pool.clone())).view(view).build()
+        (self.configure)(Pipeline::builder().stack_pool(self.pool.clone()))
+            .view(view)
+            .build()
     }
 }
 
@@ -98,6 +109,9 @@ where
 
 impl fmt::Debug for SuspendLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SuspendLayer").field("handle", &self.handle).field("body_limit", &self.body_limit).finish()
+        f.debug_struct("SuspendLayer")
+            .field("handle", &self.handle)
+            .field("body_limit", &self.body_limit)
+            .finish()
     }
 }

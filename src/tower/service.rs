@@ -61,7 +61,11 @@ pub struct RuntimeService {
 impl RuntimeService {
     /// Serves `pipeline` on `handle`'s runtime.
     pub fn new(handle: RuntimeHandle, pipeline: Pipeline) -> Self {
-        RuntimeService { handle, pipeline, body_limit: DEFAULT_BODY_LIMIT }
+        RuntimeService {
+            handle,
+            pipeline,
+            body_limit: DEFAULT_BODY_LIMIT,
+        }
     }
 
     /// Cap on request bodies in bytes (default [`DEFAULT_BODY_LIMIT`]).
@@ -121,5 +125,8 @@ fn dispatch_failed(e: &DispatchError) -> Response {
         DispatchError::Panicked { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
-    status(code, format!("{}\n", code.canonical_reason().unwrap_or("error")))
+    status(
+        code,
+        format!("{}\n", code.canonical_reason().unwrap_or("error")),
+    )
 }

@@ -21,7 +21,9 @@ pub(crate) struct InnerView<S> {
 
 impl<S> InnerView<S> {
     pub(crate) fn new(inner: S) -> Self {
-        InnerView { inner: Mutex::new(inner) }
+        InnerView {
+            inner: Mutex::new(inner),
+        }
     }
 }
 
@@ -55,5 +57,8 @@ where
 
 fn failed(what: &str, e: BoxError) -> Response {
     tracing::error!(error = %e, "the service inside SuspendLayer {what}; answering 500");
-    status(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n".to_owned())
+    status(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal server error\n".to_owned(),
+    )
 }
