@@ -62,7 +62,8 @@ mod next;
 mod panic;
 mod pipeline;
 mod runtime;
-#[cfg(feature = "server")]
+// tokio leaves out `net` under `--cfg loom`.
+#[cfg(all(feature = "server", not(loom)))]
 mod server;
 mod stack_pool;
 #[cfg(feature = "tower")]
@@ -80,7 +81,7 @@ pub use runtime::{
     worker_index, Dispatch, DispatchError, Runtime, RuntimeBuilder, RuntimeError, RuntimeHandle,
     ShutdownReport,
 };
-#[cfg(feature = "server")]
+#[cfg(all(feature = "server", not(loom)))]
 pub use server::{Server, ServerBuilder, ServerError, ServerReport, ServerStats};
 pub use stack_pool::{
     default_stack_budget, max_map_count, PoolStats, StackPool, DEFAULT_STACK_SIZE,

@@ -449,3 +449,64 @@ fn shutdown_with_requests_in_flight_completes_them() {
     assert_eq!(report.stats.cancelled, 0);
     assert_eq!(report.runtime.cancelled, 0);
 }
+
+#[test]
+fn shutdown_deadline_cancels_stuck_requests_and_unwinds_their_middleware() {
+    const N: usize = 5;
+    struct DropMark(Arc<AtomicUsize>);
+    impl Drop for DropMark {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let state = app::AppState::default();
+    let (entered, unwound) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (entered_m, unwound_m) = (entered.clone(), unwound.clone());
+    let pipeline = app::middleware(Pipeline::builder(), &state)
+        .sync(move |req: Request, next: &mut suspendware::Next| {
+            let _mark = DropMark(unwound_m.clone());
+            entered_m.fetch_add(1, Ordering::SeqCst);
+            next.get_response(req)
+        })
+        .view(|_req: Request| std::future::pending::<Response>())
+        .build()
+        .unwrap();
+    let server = Server::builder()
+        .addr(([127, 0, 0, 1], 0).into())
+        .workers(1)
+        .serve(|_| pipeline.clone())
+        .unwrap();
+    let addr = server.local_addr();
+    let rt = tokio_mt();
+    let c = client();
+    let tasks: Vec<_> = (0..N)
+        .map(|_| {
+            let c = c.clone();
+            let req = http::Request::get(format!("http://{addr}/"))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            rt.spawn(async move { c.request(req).await.map(|r| r.status()) })
+        })
+        .collect();
+    while entered.load(Ordering::SeqCst) < N {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let report = server.shutdown(Duration::from_millis(100));
+    assert_eq!((report.stats.served, report.stats.cancelled), (0, N));
+    assert_eq!(
+        report.runtime.cancelled, 1,
+        "the worker's accept loop was still waiting for its connections"
+    );
+    assert_eq!(
+        unwound.load(Ordering::SeqCst),
+        N,
+        "every suspended middleware frame was dropped"
+    );
+    assert_eq!(pipeline.stack_stats().in_use, 0);
+    for t in tasks {
+        assert!(
+            rt.block_on(t).unwrap().is_err(),
+            "the client sees the connection closed"
+        );
+    }
+}
