@@ -297,6 +297,14 @@ fn request_bodies_over_the_limit_get_413() {
 #[test]
 fn two_thousand_concurrent_requests_on_one_worker_all_complete() {
     const N: usize = 2_000;
+    // Client and server ends of 2,000 connections live in this process.
+    if let Some(limit) = open_files_limit() {
+        assert!(
+            limit >= 2 * N as u64 + 200,
+            "this test needs `ulimit -n` of at least {} (it is {limit})",
+            2 * N + 200
+        );
+    }
     let state = app::AppState::default();
     let inside = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
@@ -509,4 +517,11 @@ fn shutdown_deadline_cancels_stuck_requests_and_unwinds_their_middleware() {
             "the client sees the connection closed"
         );
     }
+}
+
+/// The soft `RLIMIT_NOFILE` from `/proc/self/limits` (Linux only).
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
