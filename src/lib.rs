@@ -53,25 +53,40 @@ mod body;
 mod bridge;
 mod builder;
 mod chain;
+mod context;
 mod coro;
+mod decorators;
 mod driver;
 mod error;
+mod hooks;
 mod loom;
 mod middleware;
+mod mode;
 mod next;
 mod panic;
 mod pipeline;
+mod plan;
 mod stack_pool;
+mod thread;
+mod trace;
 
 pub use body::{Body, Request, Response};
 pub use bridge::{blocking, wait};
-pub use builder::PipelineBuilder;
+pub use builder::{PipelineBuilder, DEFAULT_ADAPT_THREADS, DEFAULT_WATCHDOG};
+pub use context::{NoRequest, RequestLocal};
+pub use decorators::{require_get, require_http_methods, require_post, RequireMethods};
 pub use error::{BuildError, StackError};
-pub use middleware::{named, AsyncMiddleware, LocalBoxFuture, Named, SyncMiddleware, View};
+pub use hooks::{ExceptionInfo, HookMiddleware, RequestHead};
+pub use middleware::{
+    named, AsyncMiddleware, LocalBoxFuture, Middleware, Named, SyncMiddleware, SyncView, View,
+};
+pub use mode::{Capabilities, Exec, Mode};
 pub use next::{AsyncNext, Next};
 pub use panic::{default_panic_handler, Cancelled, PanicHandler, PanicInfo};
 pub use pipeline::{Pipeline, ResponseFuture};
+pub use plan::Plan;
 pub use stack_pool::{
     default_stack_budget, max_map_count, PoolStats, StackPool, DEFAULT_STACK_SIZE,
     DEFAULT_STACK_WAIT, MIN_STACK_SIZE,
 };
+pub use trace::{enter_span, SpanGuard};

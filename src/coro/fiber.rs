@@ -37,6 +37,7 @@ use tracing::Span;
 
 use super::overflow;
 use crate::body::{Request, Response};
+use crate::context::RequestCtx;
 use crate::panic::Cancelled;
 
 /// What a fiber hands to its driver when it suspends.
@@ -93,6 +94,8 @@ pub(crate) struct FiberCtx {
     /// exited while the fiber is suspended so that another request's code
     /// never runs inside them, and re-entered when it resumes.
     spans: RefCell<Vec<Span>>,
+    /// The request this fiber works for (its `RequestLocal` values).
+    request: Option<std::sync::Arc<RequestCtx>>,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -112,30 +115,42 @@ pub(crate) struct Fiber {
 
 impl Fiber {
     /// Creates a fiber that will run `f` on `stack` when first resumed.
-    pub(crate) fn new<F>(stack: DefaultStack, stack_size: usize, f: F) -> Fiber
+    pub(crate) fn new<F>(
+        stack: DefaultStack,
+        stack_size: usize,
+        request: Option<std::sync::Arc<RequestCtx>>,
+        f: F,
+    ) -> Fiber
     where
         F: FnOnce() -> Response + 'static,
     {
         overflow::install();
         let guard = overflow::GuardRange::below(stack.limit().get(), stack_size);
-        let co = Coroutine::with_stack(stack, move |yielder: &Yielder<Input, Suspend>, first: Input| {
-            let ctx = FiberCtx {
-                yielder: yielder as *const _,
-                waker: Cell::new(first.waker),
-                spans: RefCell::new(Vec::new()),
-                _not_send: PhantomData,
-            };
-            match first.cmd {
-                Cmd::Go(_) => {}
-                // `cancel` never resumes a fiber that has not started, so
-                // this is unreachable; answering without running `f` is the
-                // safe reading of it anyway.
-                Cmd::Cancel => panic::resume_unwind(Box::new(Cancelled)),
-            }
-            CURRENT.with(|c| c.set(&ctx));
-            f()
-        });
-        Fiber { co: Some(co), guard }
+        let co = Coroutine::with_stack(
+            stack,
+            move |yielder: &Yielder<Input, Suspend>, first: Input| {
+                let ctx = FiberCtx {
+                    yielder: yielder as *const _,
+                    waker: Cell::new(first.waker),
+                    spans: RefCell::new(Vec::new()),
+                    request,
+                    _not_send: PhantomData,
+                };
+                match first.cmd {
+                    Cmd::Go(_) => {}
+                    // `cancel` never resumes a fiber that has not started, so
+                    // this is unreachable; answering without running `f` is the
+                    // safe reading of it anyway.
+                    Cmd::Cancel => panic::resume_unwind(Box::new(Cancelled)),
+                }
+                CURRENT.with(|c| c.set(&ctx));
+                f()
+            },
+        );
+        Fiber {
+            co: Some(co),
+            guard,
+        }
     }
 
     /// Whether the fiber's function has returned (or unwound out).
@@ -148,11 +163,17 @@ impl Fiber {
     /// A panic that escapes the fiber's function propagates out of this call
     /// (the fiber is then done and its stack may be reclaimed).
     pub(crate) fn resume(&mut self, waker: &Waker, input: Resumed) -> FiberStep {
-        self.resume_raw(Input { waker: NonNull::from(waker), cmd: Cmd::Go(input) })
+        self.resume_raw(Input {
+            waker: NonNull::from(waker),
+            cmd: Cmd::Go(input),
+        })
     }
 
     fn resume_raw(&mut self, input: Input) -> FiberStep {
-        let co = self.co.as_mut().expect("suspendware: fiber resumed after its stack was taken");
+        let co = self
+            .co
+            .as_mut()
+            .expect("suspendware: fiber resumed after its stack was taken");
         let _guard = ResumeGuard::enter(self.guard);
         match co.resume(input) {
             CoroutineResult::Yield(s) => FiberStep::Suspended(s),
@@ -179,7 +200,10 @@ impl Fiber {
         }
         for _ in 0..16 {
             let step = panic::catch_unwind(AssertUnwindSafe(|| {
-                self.resume_raw(Input { waker: NonNull::from(Waker::noop()), cmd: Cmd::Cancel })
+                self.resume_raw(Input {
+                    waker: NonNull::from(Waker::noop()),
+                    cmd: Cmd::Cancel,
+                })
             }));
             match step {
                 Ok(FiberStep::Suspended(_)) => continue,
@@ -305,6 +329,11 @@ pub(crate) fn suspend(api: &'static str, what: Suspend) -> Resumed {
 }
 
 impl FiberCtx {
+    /// The request this fiber works for.
+    pub(crate) fn request(&self) -> Option<&std::sync::Arc<RequestCtx>> {
+        self.request.as_ref()
+    }
+
     /// Enters `span` for the code that runs on this fiber until the matching
     /// [`FiberCtx::pop_span`]; while the fiber is suspended the span is
     /// exited, so it never covers another request's code.
@@ -339,4 +368,18 @@ fn enter(span: &Span) {
 
 fn exit(span: &Span) {
     span.with_subscriber(|(id, dispatch)| dispatch.exit(id));
+}
+
+/// A monotonic clock reading in nanoseconds from `CLOCK_MONOTONIC_COARSE`:
+/// a vDSO read (no system call, a few ns) with tick resolution (1–4 ms),
+/// which is what the fiber watchdog needs for its ~10 ms threshold.
+pub(crate) fn coarse_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC_COARSE is
+    // supported on every Linux this crate targets (since 2.6.32).
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

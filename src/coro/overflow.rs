@@ -28,12 +28,20 @@ pub(crate) struct GuardRange {
 }
 
 impl GuardRange {
-    const NONE: GuardRange = GuardRange { lo: 0, hi: 0, stack_size: 0 };
+    const NONE: GuardRange = GuardRange {
+        lo: 0,
+        hi: 0,
+        stack_size: 0,
+    };
 
     /// The guard page just below `limit` (the lowest usable address).
     pub(crate) fn below(limit: usize, stack_size: usize) -> GuardRange {
         let page = page_size();
-        GuardRange { lo: limit.saturating_sub(page), hi: limit, stack_size }
+        GuardRange {
+            lo: limit.saturating_sub(page),
+            hi: limit,
+            stack_size,
+        }
     }
 
     fn contains(&self, addr: usize) -> bool {
@@ -106,7 +114,11 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut l
         report_and_abort(g.stack_size);
     }
     let Some(saved) = PREVIOUS.get() else { return };
-    let prev = if sig == libc::SIGBUS { &saved.bus } else { &saved.segv };
+    let prev = if sig == libc::SIGBUS {
+        &saved.bus
+    } else {
+        &saved.segv
+    };
     if prev.sa_sigaction == libc::SIG_DFL || prev.sa_sigaction == libc::SIG_IGN {
         // Not ours: put the old disposition back and return, so the faulting
         // instruction runs again and the default action (a core dump) happens.
@@ -196,7 +208,11 @@ impl AltStack {
             if map == libc::MAP_FAILED {
                 return;
             }
-            let st = libc::stack_t { ss_sp: map, ss_flags: 0, ss_size: ALT_SIZE };
+            let st = libc::stack_t {
+                ss_sp: map,
+                ss_flags: 0,
+                ss_size: ALT_SIZE,
+            };
             libc::sigaltstack(&st, ptr::null_mut());
             self.map.set(map);
         }
@@ -212,7 +228,11 @@ impl Drop for AltStack {
         // SAFETY: `map` is the mapping this thread installed as its alternate
         // stack; it is disabled before being unmapped.
         unsafe {
-            let st = libc::stack_t { ss_sp: ptr::null_mut(), ss_flags: libc::SS_DISABLE, ss_size: 0 };
+            let st = libc::stack_t {
+                ss_sp: ptr::null_mut(),
+                ss_flags: libc::SS_DISABLE,
+                ss_size: 0,
+            };
             libc::sigaltstack(&st, ptr::null_mut());
             libc::munmap(map, ALT_SIZE);
         }
