@@ -6,7 +6,7 @@ mod capture;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{Method, StatusCode};
+use http::StatusCode;
 use suspendware::*;
 
 type Log = Arc<Mutex<Vec<String>>>;

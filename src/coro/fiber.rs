@@ -41,6 +41,9 @@ use crate::context::RequestCtx;
 use crate::panic::Cancelled;
 
 /// What a fiber hands to its driver when it suspends.
+// The request is moved by value through the switch; boxing it to shrink the
+// enum would cost an allocation per suspension.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Suspend {
     /// `wait()` polled a future that is not ready; resume with `Poll` after
     /// the waker fires.

@@ -51,7 +51,7 @@ impl GuardRange {
 
 thread_local! {
     static RUNNING: Cell<GuardRange> = const { Cell::new(GuardRange::NONE) };
-    static ALT_STACK: AltStack = const { AltStack { map: Cell::new(ptr::null_mut()) } };
+    static ALT_STACK: AltStack = const { AltStack { checked: Cell::new(false), map: Cell::new(ptr::null_mut()) } };
 }
 
 /// Records `g` as the guard range of the fiber about to run on this thread;
@@ -175,6 +175,9 @@ fn report_and_abort(stack_size: usize) -> ! {
 /// A per-thread alternate signal stack, created only for threads that had
 /// none (std-spawned threads and the main thread already have one).
 struct AltStack {
+    /// Whether this thread's alternate stack has been checked.
+    checked: Cell<bool>,
+    /// The mapping this thread installed, or null (none needed or failed).
     map: Cell<*mut libc::c_void>,
 }
 
@@ -182,7 +185,7 @@ const ALT_SIZE: usize = 64 * 1024;
 
 impl AltStack {
     fn ensure(&self) {
-        if !self.map.get().is_null() {
+        if self.checked.replace(true) {
             return;
         }
         // SAFETY: querying the current alternate stack with a valid
@@ -193,9 +196,7 @@ impl AltStack {
             let mut old: libc::stack_t = MaybeUninit::zeroed().assume_init();
             libc::sigaltstack(ptr::null(), &mut old);
             if old.ss_flags & libc::SS_DISABLE == 0 {
-                // Already has one; remember that with a non-null marker.
-                self.map.set(1 as *mut libc::c_void);
-                return;
+                return; // std (or someone) already gave this thread one
             }
             let map = libc::mmap(
                 ptr::null_mut(),
@@ -222,7 +223,7 @@ impl AltStack {
 impl Drop for AltStack {
     fn drop(&mut self) {
         let map = self.map.get();
-        if map.is_null() || map as usize == 1 {
+        if map.is_null() {
             return;
         }
         // SAFETY: `map` is the mapping this thread installed as its alternate

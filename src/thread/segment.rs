@@ -113,6 +113,9 @@ pub(crate) struct ThreadSegmentFuture {
     state: State,
 }
 
+// Lives inside one boxed future per segment; boxing the request again would
+// only add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum State {
     Admit {
         req: Option<Request>,
