@@ -70,6 +70,11 @@ mod stack_pool;
 mod thread;
 mod trace;
 
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use body::{Body, Request, Response};
 pub use bridge::{blocking, wait};
 pub use builder::{PipelineBuilder, DEFAULT_ADAPT_THREADS, DEFAULT_WATCHDOG};
