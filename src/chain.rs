@@ -117,28 +117,21 @@ fn view_called_next() -> Response {
     r
 }
 
-thread_local! {
-    /// Index of the innermost sync layer running on this thread (for the
-    /// watchdog's message).
-    static ACTIVE_LAYER: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
-}
-
-/// The layer that was running when the current fiber last stopped.
-pub(crate) fn active_layer() -> usize {
-    ACTIVE_LAYER.with(|c| c.get())
-}
-
-struct ActiveLayer(usize);
+/// Marks layer `pos` as the innermost one running on the current fiber
+/// (read by the watchdog when the fiber stops); restores on drop.
+struct ActiveLayer(Option<usize>);
 
 impl ActiveLayer {
     fn set(pos: usize) -> ActiveLayer {
-        ActiveLayer(ACTIVE_LAYER.with(|c| c.replace(pos)))
+        ActiveLayer(coro::with_current(|ctx| ctx.set_active(pos)))
     }
 }
 
 impl Drop for ActiveLayer {
     fn drop(&mut self) {
-        ACTIVE_LAYER.with(|c| c.set(self.0));
+        if let Some(prev) = self.0 {
+            coro::with_current(|ctx| ctx.set_active(prev));
+        }
     }
 }
 

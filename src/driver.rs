@@ -25,9 +25,9 @@ use corosensei::stack::DefaultStack;
 use http::StatusCode;
 
 use crate::body::{Request, Response};
-use crate::chain::{active_layer, Chain};
+use crate::chain::Chain;
 use crate::context::RequestCtx;
-use crate::coro::{coarse_now_ns, Fiber, FiberStep, Resumed, Suspend};
+use crate::coro::{coarse_now_ns, last_stop, Fiber, FiberStep, Resumed, Suspend};
 use crate::error::StackError;
 use crate::middleware::LocalBoxFuture;
 use crate::next::Backend;
@@ -35,6 +35,8 @@ use crate::next::Backend;
 pub(crate) struct SegmentFuture {
     chain: Arc<Chain>,
     seg: usize,
+    /// The segment's layers (for the watchdog's message).
+    layers: (usize, usize),
     rctx: Arc<RequestCtx>,
     state: State,
 }
@@ -84,6 +86,7 @@ impl SegmentFuture {
         SegmentFuture {
             chain,
             seg,
+            layers: (start, end),
             rctx,
             state,
         }
@@ -162,7 +165,7 @@ impl Future for SegmentFuture {
                         fiber.resume(cx.waker(), input)
                     }));
                     if let (Some(limit), Some(t0)) = (this.chain.watchdog, t0) {
-                        watchdog_check(&this.chain, limit, t0);
+                        watchdog_check(&this.chain, this.layers, limit, t0);
                     }
                     match step {
                         Ok(FiberStep::Suspended(Suspend::Pending)) => return Poll::Pending,
@@ -206,15 +209,20 @@ impl Future for SegmentFuture {
 /// `suspendware::blocking(..)` for blocking I/O or `suspendware::wait(..)`
 /// for async work — the analogue of Django's `SynchronousOnlyOperation`.
 #[cold]
-fn watchdog_slow(chain: &Chain, elapsed_ms: u64) {
-    let layer = active_layer();
-    let name = if layer < chain.entries.len() {
-        chain.name(layer)
+fn watchdog_slow(chain: &Chain, (start, end): (usize, usize), elapsed_ms: u64) {
+    let layer = last_stop();
+    // The layer that was running when the fiber stopped; if the fiber
+    // returned, any layer of the segment may have been the slow one.
+    let name = if (start..end).contains(&layer) {
+        chain.name(layer).to_owned()
     } else {
-        "<unknown>"
+        (start..end)
+            .map(|i| chain.name(i))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     tracing::warn!(
-        middleware = name,
+        middleware = %name,
         elapsed_ms,
         "sync code ran {elapsed_ms} ms on a fiber without suspending, blocking every request on \
          this thread; wrap blocking calls in suspendware::blocking(..) or await async work with \
@@ -223,10 +231,10 @@ fn watchdog_slow(chain: &Chain, elapsed_ms: u64) {
 }
 
 #[inline]
-fn watchdog_check(chain: &Chain, limit: std::time::Duration, t0: u64) {
+fn watchdog_check(chain: &Chain, layers: (usize, usize), limit: std::time::Duration, t0: u64) {
     let elapsed = coarse_now_ns().saturating_sub(t0);
     if elapsed > limit.as_nanos() as u64 {
-        watchdog_slow(chain, elapsed / 1_000_000);
+        watchdog_slow(chain, layers, elapsed / 1_000_000);
     }
 }
 

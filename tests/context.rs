@@ -134,9 +134,7 @@ fn request_local_outside_a_request_says_so() {
 fn spans_never_cover_another_requests_code() {
     let gates: Gates = Default::default();
     let seen: Arc<Mutex<Vec<String>>> = Default::default();
-    let buf = capture::Buf::default();
-    let sub = capture::subscriber(&buf);
-    tracing::subscriber::with_default(sub, || {
+    let (out, ()) = capture::capture(|| {
         let p = gated(Mode::Suspend, &gates, &seen);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -144,7 +142,6 @@ fn spans_never_cover_another_requests_code() {
             .unwrap();
         rt.block_on(tokio::task::LocalSet::new().run_until(interleave(&p, &gates)));
     });
-    let out = buf.text();
     let mut checked = 0;
     for line in out
         .lines()

@@ -399,3 +399,58 @@ fn adapt_does_not_deadlock_at_5000_through_5_layers() {
     }));
     assert_eq!(done, 5000);
 }
+
+#[test]
+fn sync_on_thread_keeps_its_own_thread_in_suspend_mode() {
+    thread_local! {
+        static MINE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+    let runtime_thread = std::thread::current().id();
+    let p = Pipeline::builder()
+        .sync(named("fiber", |r: Request, n: &mut Next| n.get_response(r)))
+        .sync_on_thread(named("pinned", move |r: Request, n: &mut Next| {
+            assert_ne!(
+                std::thread::current().id(),
+                runtime_thread,
+                "runs on a held thread"
+            );
+            let tag = r.uri().path().len() as u32;
+            MINE.with(|m| m.set(tag));
+            let me = std::thread::current().id();
+            let resp = n.get_response(r);
+            assert_eq!(
+                std::thread::current().id(),
+                me,
+                "same thread after get_response"
+            );
+            assert_eq!(MINE.with(|m| m.get()), tag, "thread-local intact");
+            resp
+        }))
+        .view(|_r: Request| async {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            Response::new("ok".into())
+        })
+        .build()
+        .unwrap();
+    let plan = p.describe();
+    assert_eq!(plan.layers[0].1, Exec::Fiber);
+    assert_eq!(plan.layers[1].1, Exec::Thread);
+    let statuses = rt().block_on(tokio::task::LocalSet::new().run_until(async {
+        let hs: Vec<_> = ["/a", "/bb", "/ccc"]
+            .iter()
+            .map(|u| {
+                let req = http::Request::builder()
+                    .uri(*u)
+                    .body(Body::empty())
+                    .unwrap();
+                tokio::task::spawn_local(p.handle(req))
+            })
+            .collect();
+        let mut out = Vec::new();
+        for h in hs {
+            out.push(h.await.unwrap().status());
+        }
+        out
+    }));
+    assert_eq!(statuses, [StatusCode::OK; 3]);
+}

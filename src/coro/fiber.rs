@@ -99,11 +99,23 @@ pub(crate) struct FiberCtx {
     spans: RefCell<Vec<Span>>,
     /// The request this fiber works for (its `RequestLocal` values).
     request: Option<std::sync::Arc<RequestCtx>>,
+    /// Index of the innermost layer running on this fiber (for the
+    /// watchdog), `usize::MAX` when none.
+    active: Cell<usize>,
     _not_send: PhantomData<*const ()>,
 }
 
 thread_local! {
     static CURRENT: Cell<*const FiberCtx> = const { Cell::new(ptr::null()) };
+    /// The layer that was active when the last fiber to run on this thread
+    /// suspended (`usize::MAX` if it returned instead).
+    static LAST_STOP: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// The layer index that was active when the fiber the driver just resumed
+/// stopped (`usize::MAX` if it returned).
+pub(crate) fn last_stop() -> usize {
+    LAST_STOP.with(|c| c.get())
 }
 
 /// A coroutine with its stack, running one segment for one request.
@@ -137,6 +149,7 @@ impl Fiber {
                     waker: Cell::new(first.waker),
                     spans: RefCell::new(Vec::new()),
                     request,
+                    active: Cell::new(usize::MAX),
                     _not_send: PhantomData,
                 };
                 match first.cmd {
@@ -309,6 +322,7 @@ pub(crate) fn suspend(api: &'static str, what: Suspend) -> Resumed {
     // running this code.
     let ctx = unsafe { &*p };
     ctx.exit_spans();
+    LAST_STOP.with(|c| c.set(ctx.active.get()));
     // SAFETY: `yielder` points at the `Yielder` corosensei passed to the
     // fiber's root closure, which outlives the root frame holding `ctx`.
     let yielder = unsafe { &*ctx.yielder };
@@ -332,6 +346,11 @@ pub(crate) fn suspend(api: &'static str, what: Suspend) -> Resumed {
 }
 
 impl FiberCtx {
+    /// Records `pos` as the innermost running layer; returns the previous.
+    pub(crate) fn set_active(&self, pos: usize) -> usize {
+        self.active.replace(pos)
+    }
+
     /// The request this fiber works for.
     pub(crate) fn request(&self) -> Option<&std::sync::Arc<RequestCtx>> {
         self.request.as_ref()

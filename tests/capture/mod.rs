@@ -1,14 +1,27 @@
 //! Captures `tracing` output of a closure as text.
+//!
+//! One global subscriber per test binary (installed on first use) writes
+//! each event into the buffer of the thread that emitted it, if that thread
+//! is capturing. A global subscriber avoids the callsite-interest races of
+//! per-thread `with_default` subscribers when tests run in parallel.
 
+use std::cell::RefCell;
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Once;
 
-#[derive(Clone, Default)]
-pub struct Buf(pub Arc<Mutex<Vec<u8>>>);
+thread_local! {
+    static BUF: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+}
 
-impl Write for Buf {
+pub struct ThreadBuf;
+
+impl Write for ThreadBuf {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
+        BUF.with(|buf| {
+            if let Some(v) = buf.borrow_mut().as_mut() {
+                v.extend_from_slice(b);
+            }
+        });
         Ok(b.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -16,32 +29,24 @@ impl Write for Buf {
     }
 }
 
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buf {
-    type Writer = Buf;
-    fn make_writer(&'a self) -> Buf {
-        self.clone()
-    }
+fn install() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let sub = tracing_subscriber::fmt()
+            .with_writer(|| ThreadBuf)
+            .with_ansi(false)
+            .with_max_level(tracing::Level::TRACE)
+            .finish();
+        tracing::subscriber::set_global_default(sub).expect("no other global subscriber");
+    });
 }
 
-impl Buf {
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-/// A subscriber writing plain text (no colours) with span context.
-pub fn subscriber(buf: &Buf) -> impl tracing::Subscriber + Send + Sync {
-    tracing_subscriber::fmt()
-        .with_writer(buf.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::TRACE)
-        .finish()
-}
-
-/// Runs `f` with a capturing subscriber as the thread's default.
+/// Runs `f`, returning what `tracing` printed on this thread meanwhile.
 #[allow(dead_code)]
 pub fn capture<R>(f: impl FnOnce() -> R) -> (String, R) {
-    let buf = Buf::default();
-    let r = tracing::subscriber::with_default(subscriber(&buf), f);
-    (buf.text(), r)
+    install();
+    BUF.with(|b| *b.borrow_mut() = Some(Vec::new()));
+    let r = f();
+    let out = BUF.with(|b| b.borrow_mut().take().unwrap_or_default());
+    (String::from_utf8_lossy(&out).into_owned(), r)
 }
