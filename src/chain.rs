@@ -141,13 +141,17 @@ impl Drop for ActiveLayer {
 /// it resumes, so it never covers another request's code; on a held thread
 /// (nothing else runs there) it is an ordinary entered span.
 pub(crate) enum LayerSpan {
+    /// Disabled span (no subscriber wants it): nothing to do.
+    Off,
     Fiber,
     Thread(#[allow(dead_code)] tracing::span::EnteredSpan),
 }
 
 impl LayerSpan {
     pub(crate) fn enter(span: Span) -> LayerSpan {
-        if coro::in_fiber() {
+        if span.is_disabled() {
+            LayerSpan::Off
+        } else if coro::in_fiber() {
             coro::with_current(|ctx| ctx.push_span(span));
             LayerSpan::Fiber
         } else {
