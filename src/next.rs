@@ -24,6 +24,11 @@ pub(crate) enum Backend<'a> {
 ///
 /// `Next` is `!Send`: it must be used on the fiber (or thread) that
 /// received it, during the middleware's `call`.
+///
+/// ```compile_fail
+/// fn must_be_send<T: Send>() {}
+/// must_be_send::<suspendware::Next<'static>>();
+/// ```
 pub struct Next<'a> {
     chain: &'a Chain,
     /// Index of the next layer of this segment.

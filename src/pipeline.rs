@@ -98,6 +98,26 @@ impl fmt::Debug for Pipeline {
 }
 
 /// The future returned by [`Pipeline::handle`].
+///
+/// It is `!Send` on purpose: it owns fibers, whose stacks may hold
+/// thread-bound values while suspended.
+///
+/// ```compile_fail
+/// use suspendware::{Pipeline, Request, Response};
+/// fn must_be_send<T: Send>(_: T) {}
+/// let p = Pipeline::builder()
+///     .view(|_r: Request| async { Response::new(Default::default()) })
+///     .build()
+///     .unwrap();
+/// must_be_send(p.handle(Request::new(Default::default())));
+/// ```
+///
+/// The pipeline itself is shared freely between threads:
+///
+/// ```
+/// fn send_sync<T: Send + Sync + Clone + 'static>() {}
+/// send_sync::<suspendware::Pipeline>();
+/// ```
 pub struct ResponseFuture {
     inner: Instrumented<LocalBoxFuture<'static, Response>>,
 }
