@@ -14,11 +14,18 @@ use crate::coro::{self, Suspend};
 /// requests run on the thread while it waits. If the request is cancelled
 /// meanwhile, `fut` is dropped during the unwind.
 ///
+/// On a held thread (Adapt mode) or in a hop (ThreadHop mode) the thread is
+/// already the request's: `wait` blocks it on the future.
+///
 /// # Panics
 /// When called where no suspendware fiber runs (async code, plain threads):
 /// that would have to block the thread, so it refuses with a message saying
 /// to `.await` instead.
 pub fn wait<F: Future>(fut: F) -> F::Output {
+    if crate::context::on_pipeline_thread() {
+        // Adapt/ThreadHop: this thread is already held for the request.
+        return tokio::runtime::Handle::current().block_on(fut);
+    }
     if !coro::in_fiber() {
         crate::panic::off_fiber("wait");
     }
@@ -45,6 +52,8 @@ pub fn wait<F: Future>(fut: F) -> F::Output {
 /// unwinds at once while the pool thread may still be running `f` (its
 /// result is then discarded).
 ///
+/// On a held thread (Adapt) or in a hop (ThreadHop) `f` simply runs inline.
+///
 /// # Panics
 /// When called off-fiber (see [`wait`]) or outside a tokio runtime.
 pub fn blocking<F, R>(f: F) -> R
@@ -52,6 +61,10 @@ where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
+    if crate::context::on_pipeline_thread() {
+        // Adapt/ThreadHop: already on a blocking-pool thread.
+        return f();
+    }
     if !coro::in_fiber() {
         crate::panic::off_fiber("blocking");
     }

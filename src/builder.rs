@@ -1,39 +1,64 @@
-//! `Pipeline::builder()`: collects layers and settings, then plans segments.
+//! `Pipeline::builder()`: collects layers and settings, then plans.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::body::Response;
-use crate::chain::{plan, Chain, Entry, Layer};
+use crate::chain::Chain;
 use crate::error::BuildError;
-use crate::middleware::{AsyncMiddleware, SyncMiddleware, View};
+use crate::hooks::{HookMiddleware, HookStage, ViewHooks};
+use crate::middleware::{
+    AsyncMiddleware, AsyncOnly, AsyncViewStage, Middleware, SyncMiddleware, SyncOnly, SyncView,
+    SyncViewStage, View,
+};
+use crate::mode::{Exec, Mode};
 use crate::panic::{default_panic_handler, PanicHandler, PanicInfo};
 use crate::pipeline::Pipeline;
-use crate::stack_pool::{default_stack_budget, StackPool, DEFAULT_STACK_SIZE, DEFAULT_STACK_WAIT, MIN_STACK_SIZE};
+use crate::plan::{plan, Entry, Kind, Plan, Segment};
+use crate::stack_pool::{
+    default_stack_budget, StackPool, DEFAULT_STACK_SIZE, DEFAULT_STACK_WAIT, MIN_STACK_SIZE,
+};
+use crate::thread::segment::AdaptAdmission;
+
+/// Default watchdog threshold: a fiber running this long without suspending
+/// is reported.
+pub const DEFAULT_WATCHDOG: Duration = Duration::from_millis(10);
+
+/// Default number of blocking-pool threads Adapt mode may hold (tokio's
+/// default `max_blocking_threads`).
+pub const DEFAULT_ADAPT_THREADS: usize = 512;
 
 /// Builds a [`Pipeline`]. Layers are listed outermost first, like Django's
 /// `MIDDLEWARE` setting and tower's `ServiceBuilder`.
 pub struct PipelineBuilder {
     entries: Vec<Entry>,
-    view: Option<(String, Box<dyn View>)>,
+    hooks: Vec<Arc<dyn HookMiddleware>>,
+    view: Option<Entry>,
+    mode: Mode,
     stack_size: usize,
     max_stacks: Option<usize>,
     stack_wait: Duration,
     pool: Option<StackPool>,
     panic_handler: PanicHandler,
+    watchdog: Option<Duration>,
+    adapt_threads: usize,
 }
 
 impl Default for PipelineBuilder {
     fn default() -> Self {
         PipelineBuilder {
             entries: Vec::new(),
+            hooks: Vec::new(),
             view: None,
+            mode: Mode::default(),
             stack_size: DEFAULT_STACK_SIZE,
             max_stacks: None,
             stack_wait: DEFAULT_STACK_WAIT,
             pool: None,
             panic_handler: default_panic_handler(),
+            watchdog: Some(DEFAULT_WATCHDOG),
+            adapt_threads: DEFAULT_ADAPT_THREADS,
         }
     }
 }
@@ -41,8 +66,16 @@ impl Default for PipelineBuilder {
 impl fmt::Debug for PipelineBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PipelineBuilder")
-            .field("layers", &self.entries.iter().map(|e| e.name.as_str()).collect::<Vec<_>>())
-            .field("view", &self.view.as_ref().map(|v| v.0.as_str()))
+            .field(
+                "layers",
+                &self
+                    .entries
+                    .iter()
+                    .map(|e| e.name.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .field("view", &self.view.as_ref().map(|v| v.name.as_str()))
+            .field("mode", &self.mode)
             .field("stack_size", &self.stack_size)
             .field("max_stacks", &self.max_stacks)
             .field("stack_wait", &self.stack_wait)
@@ -50,24 +83,80 @@ impl fmt::Debug for PipelineBuilder {
     }
 }
 
+fn entry(kind: Kind, mw: Arc<dyn Middleware>) -> Entry {
+    Entry {
+        name: mw.name().to_owned(),
+        kind,
+        mw,
+        exec: Exec::Async,
+    }
+}
+
 impl PipelineBuilder {
-    /// Adds blocking-style middleware (runs on a fiber).
+    /// Adds blocking-style middleware (on a fiber in Suspend mode).
     pub fn sync<M: SyncMiddleware>(mut self, mw: M) -> Self {
-        let name = mw.name().to_owned();
-        self.entries.push(Entry { name, layer: Layer::Sync(Box::new(mw)) });
+        self.entries
+            .push(entry(Kind::Plain, Arc::new(SyncOnly(mw))));
+        self
+    }
+
+    /// Adds sync middleware that must keep its own OS thread for the whole
+    /// request, in every mode (it runs as in Adapt mode).
+    ///
+    /// Use it for middleware that relies on thread identity in ways
+    /// [`crate::RequestLocal`] cannot replace: thread-locals of a C library
+    /// or of code you cannot change, thread-affine handles (some database
+    /// drivers' connections), or locks held across `get_response` that must
+    /// be released by the same thread. It costs a held thread per in-flight
+    /// request, so keep it for those cases.
+    pub fn sync_on_thread<M: SyncMiddleware>(mut self, mw: M) -> Self {
+        self.entries
+            .push(entry(Kind::ThreadBound, Arc::new(SyncOnly(mw))));
         self
     }
 
     /// Adds async middleware (runs on the executor).
     pub fn layer_async<M: AsyncMiddleware>(mut self, mw: M) -> Self {
-        let name = mw.name().to_owned();
-        self.entries.push(Entry { name, layer: Layer::Async(Box::new(mw)) });
+        self.entries
+            .push(entry(Kind::Plain, Arc::new(AsyncOnly(mw))));
         self
     }
 
-    /// Sets the async view (the innermost handler). Required.
+    /// Adds a middleware with explicit capability flags (e.g. a hybrid with
+    /// both a sync and an async implementation; the planner chooses).
+    pub fn middleware<M: Middleware>(mut self, mw: M) -> Self {
+        self.entries.push(entry(Kind::Plain, Arc::new(mw)));
+        self
+    }
+
+    /// Adds Django-style hook middleware (see [`HookMiddleware`]).
+    pub fn hooks<H: HookMiddleware>(mut self, h: H) -> Self {
+        let h: Arc<dyn HookMiddleware> = Arc::new(h);
+        self.hooks.push(h.clone());
+        self.entries.push(entry(Kind::Hook, Arc::new(HookStage(h))));
+        self
+    }
+
+    /// Sets an async view (the innermost handler). A view is required.
     pub fn view<V: View>(mut self, view: V) -> Self {
-        self.view = Some((view.name().to_owned(), Box::new(view)));
+        self.view = Some(entry(Kind::AsyncView, Arc::new(AsyncViewStage(view))));
+        self
+    }
+
+    /// Sets a sync view: on the fiber of the sync middleware around it in
+    /// Suspend mode, on the held thread in Adapt mode, a hop to the blocking
+    /// pool in ThreadHop and Strict modes.
+    pub fn sync_view<V: SyncView>(mut self, view: V) -> Self {
+        self.view = Some(entry(
+            Kind::SyncView,
+            Arc::new(SyncViewStage(Arc::new(view))),
+        ));
+        self
+    }
+
+    /// Sets the execution mode (default [`Mode::Suspend`]).
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
         self
     }
 
@@ -110,14 +199,39 @@ impl PipelineBuilder {
         self
     }
 
-    /// Checks the settings and plans the segments.
+    /// Warn (through `tracing`) when a fiber runs longer than `threshold`
+    /// without suspending (default 10 ms); `None` turns the check off. The
+    /// check reads a coarse clock (vDSO, no system call) around each resume.
+    pub fn watchdog(mut self, threshold: Option<Duration>) -> Self {
+        self.watchdog = threshold;
+        self
+    }
+
+    /// Blocking-pool threads that Adapt/ThreadHop held-thread segments may
+    /// use (default 512, tokio's `max_blocking_threads` default). Set it to
+    /// your runtime's value if you changed that.
+    pub fn adapt_threads(mut self, n: usize) -> Self {
+        self.adapt_threads = n.max(2);
+        self
+    }
+
+    /// Checks the settings, plans the layers and builds the pipeline.
     pub fn build(self) -> Result<Pipeline, BuildError> {
-        let (view_name, view) = self.view.ok_or(BuildError::NoView)?;
+        let view = self.view.ok_or(BuildError::NoView)?;
+        let mut entries = self.entries;
+        if !self.hooks.is_empty() {
+            entries.push(entry(Kind::ViewHooks, Arc::new(ViewHooks(self.hooks))));
+        }
+        entries.push(view);
+        let segments = plan(&mut entries, self.mode)?;
         let pool = match self.pool {
             Some(p) => p,
             None => {
                 if self.stack_size < MIN_STACK_SIZE {
-                    return Err(BuildError::StackTooSmall { size: self.stack_size, min: MIN_STACK_SIZE });
+                    return Err(BuildError::StackTooSmall {
+                        size: self.stack_size,
+                        min: MIN_STACK_SIZE,
+                    });
                 }
                 let max = self.max_stacks.unwrap_or_else(default_stack_budget);
                 if max == 0 {
@@ -126,14 +240,36 @@ impl PipelineBuilder {
                 StackPool::new(self.stack_size, max, self.stack_wait)
             }
         };
-        let segments = plan(&self.entries);
+        let held = segments
+            .iter()
+            .filter(|s| matches!(s, Segment::Thread { .. }))
+            .count();
+        let adapt = AdaptAdmission::new(self.adapt_threads, held);
+        for e in entries
+            .iter()
+            .filter(|e| e.exec == Exec::Thread && e.kind != Kind::ViewHooks)
+        {
+            tracing::warn!(
+                middleware = %e.name,
+                mode = %self.mode,
+                admitted = adapt.limit(),
+                "Synchronous middleware {} adapted to a blocking-pool thread: it holds one OS \
+                 thread per in-flight request while the rest of the pipeline runs (at most {} \
+                 requests at once; more wait). Mode::Suspend runs it on a fiber instead.",
+                e.name,
+                adapt.limit()
+            );
+        }
+        let plan = Plan::of(self.mode, &entries, &segments);
         let chain = Chain {
-            entries: self.entries,
+            mode: self.mode,
+            entries,
             segments,
-            view,
-            view_name,
+            plan,
             pool,
             panic_handler: self.panic_handler,
+            watchdog: self.watchdog,
+            adapt,
         };
         Ok(Pipeline::from_chain(Arc::new(chain)))
     }

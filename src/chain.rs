@@ -1,80 +1,45 @@
-//! The built chain: layers, their grouping into segments, and how a request
-//! walks them.
+//! The built chain and how a request walks it.
 //!
-//! A *segment* is either a maximal run of consecutive sync middleware (run on
-//! one fiber per request), one async middleware, or the view. The request
-//! enters segment 0; each segment hands the request to the next one:
+//! Layers (middleware, then the view as the innermost layer) are grouped
+//! into *segments* by [`crate::plan`]: a maximal run of fiber layers (one
+//! fiber per request), a maximal run of held-thread layers (one blocking
+//! thread per request), or a single async layer. The request enters segment
+//! 0; each segment hands it to the next:
 //!
 //! ```text
-//! [Sync a b] -> [Async c] -> [Sync d] -> [View]
-//!  fiber #1      executor     fiber #2    executor
+//! [Fiber a b] -> [Async c] -> [Fiber d view]
+//!  fiber #1      executor     fiber #2
 //! ```
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use http::StatusCode;
 use tracing::Span;
 
 use crate::body::{Request, Response};
+use crate::context::RequestCtx;
 use crate::coro;
 use crate::driver::SegmentFuture;
-use crate::middleware::{AsyncMiddleware, LocalBoxFuture, SyncMiddleware, View};
-use crate::next::{AsyncNext, Next};
+use crate::middleware::LocalBoxFuture;
+use crate::mode::Mode;
+use crate::next::{AsyncNext, Backend, Next};
 use crate::panic::{catch_sync, CatchPanic, PanicHandler};
+use crate::plan::{Entry, Plan, Segment};
 use crate::stack_pool::StackPool;
-
-/// One middleware of the chain.
-pub(crate) enum Layer {
-    Sync(Box<dyn SyncMiddleware>),
-    Async(Box<dyn AsyncMiddleware>),
-}
-
-pub(crate) struct Entry {
-    pub(crate) name: String,
-    pub(crate) layer: Layer,
-}
-
-/// A step of a request's path through the chain.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Segment {
-    /// Sync middleware `start..end`, on one fiber.
-    Sync { start: usize, end: usize },
-    /// The async middleware at this index.
-    Async(usize),
-    /// The view.
-    View,
-}
-
-/// Groups layers into segments.
-pub(crate) fn plan(entries: &[Entry]) -> Vec<Segment> {
-    let mut segments = Vec::new();
-    let mut i = 0;
-    while i < entries.len() {
-        match entries[i].layer {
-            Layer::Async(_) => {
-                segments.push(Segment::Async(i));
-                i += 1;
-            }
-            Layer::Sync(_) => {
-                let start = i;
-                while i < entries.len() && matches!(entries[i].layer, Layer::Sync(_)) {
-                    i += 1;
-                }
-                segments.push(Segment::Sync { start, end: i });
-            }
-        }
-    }
-    segments.push(Segment::View);
-    segments
-}
+use crate::thread::segment::{AdaptAdmission, ThreadSegmentFuture};
 
 /// Everything a request needs, shared by all requests of a pipeline.
 pub(crate) struct Chain {
+    pub(crate) mode: Mode,
     pub(crate) entries: Vec<Entry>,
     pub(crate) segments: Vec<Segment>,
-    pub(crate) view: Box<dyn View>,
-    pub(crate) view_name: String,
+    pub(crate) plan: Plan,
     pub(crate) pool: StackPool,
     pub(crate) panic_handler: PanicHandler,
+    /// Warn when a fiber runs this long without suspending.
+    pub(crate) watchdog: Option<Duration>,
+    pub(crate) adapt: AdaptAdmission,
 }
 
 impl Chain {
@@ -83,61 +48,122 @@ impl Chain {
         chain: &Arc<Chain>,
         seg: usize,
         req: Request,
+        rctx: Arc<RequestCtx>,
     ) -> LocalBoxFuture<'static, Response> {
-        match chain.segments[seg] {
-            Segment::Sync { start, end } => {
-                Box::pin(SegmentFuture::new(chain.clone(), seg, start, end, req))
-            }
+        let Some(segment) = chain.segments.get(seg).copied() else {
+            return Box::pin(async move { view_called_next() });
+        };
+        match segment {
+            Segment::Fiber { start, end } => Box::pin(SegmentFuture::new(
+                chain.clone(),
+                seg,
+                start,
+                end,
+                req,
+                rctx,
+            )),
+            Segment::Thread { start, end } => Box::pin(ThreadSegmentFuture::new(
+                chain.clone(),
+                seg,
+                start,
+                end,
+                req,
+                rctx,
+            )),
             Segment::Async(i) => {
                 let chain = chain.clone();
                 Box::pin(async move {
                     let entry = &chain.entries[i];
-                    let Layer::Async(mw) = &entry.layer else {
-                        unreachable!("plan put a sync layer in an async segment")
-                    };
-                    let span = tracing::debug_span!("middleware", name = %entry.name, kind = "async");
-                    let next = AsyncNext::new(chain.clone(), seg + 1);
-                    let fut = tracing::Instrument::instrument(mw.call(req, next), span);
+                    let span =
+                        tracing::debug_span!("middleware", name = %entry.name, exec = "async");
+                    let next = AsyncNext::new(chain.clone(), seg + 1, rctx);
+                    let fut = tracing::Instrument::instrument(entry.mw.call_async(req, next), span);
                     CatchPanic::new(Box::pin(fut), &chain.panic_handler, &entry.name).await
-                })
-            }
-            Segment::View => {
-                let chain = chain.clone();
-                Box::pin(async move {
-                    let fut = chain.view.call(req);
-                    CatchPanic::new(fut, &chain.panic_handler, &chain.view_name).await
                 })
             }
         }
     }
 
-    /// Calls sync middleware `pos` (of a segment ending at `end`) on the
-    /// current fiber, inside its span, turning a panic into a response.
-    pub(crate) fn call_sync(&self, pos: usize, end: usize, req: Request) -> Response {
+    /// Calls sync layer `pos` (of a segment ending at `end`) on the current
+    /// fiber or held thread, inside its span, turning a panic into a
+    /// response.
+    pub(crate) fn call_sync(
+        &self,
+        pos: usize,
+        end: usize,
+        req: Request,
+        backend: Backend<'_>,
+    ) -> Response {
         let entry = &self.entries[pos];
-        let Layer::Sync(mw) = &entry.layer else {
-            unreachable!("plan put an async layer in a sync segment")
-        };
-        let span = tracing::debug_span!("middleware", name = %entry.name, kind = "sync");
-        let _span = FiberSpan::enter(span);
-        let mut next = Next::new(self, pos + 1, end);
-        catch_sync(&self.panic_handler, &entry.name, || mw.call(req, &mut next))
+        let span = tracing::debug_span!("middleware", name = %entry.name, exec = "sync");
+        let _span = LayerSpan::enter(span);
+        let _active = ActiveLayer::set(pos);
+        let mut next = Next::new(self, pos + 1, end, backend);
+        catch_sync(&self.panic_handler, &entry.name, || {
+            entry.mw.call_sync(req, &mut next)
+        })
+    }
+
+    /// Name of layer `i`.
+    pub(crate) fn name(&self, i: usize) -> &str {
+        &self.entries[i].name
     }
 }
 
-/// A span entered on the current fiber: exited while the fiber is suspended
-/// and re-entered when it resumes, so it never covers another request.
-struct FiberSpan;
+fn view_called_next() -> Response {
+    tracing::error!("the view called get_response/next: there is nothing inside the view");
+    let mut r = Response::new("internal server error: the view called next\n".into());
+    *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    r
+}
 
-impl FiberSpan {
-    fn enter(span: Span) -> FiberSpan {
-        coro::with_current(|ctx| ctx.push_span(span));
-        FiberSpan
+/// Marks layer `pos` as the innermost one running on the current fiber
+/// (read by the watchdog when the fiber stops); restores on drop.
+struct ActiveLayer(Option<usize>);
+
+impl ActiveLayer {
+    fn set(pos: usize) -> ActiveLayer {
+        ActiveLayer(coro::with_current(|ctx| ctx.set_active(pos)))
     }
 }
 
-impl Drop for FiberSpan {
+impl Drop for ActiveLayer {
     fn drop(&mut self) {
-        coro::with_current(|ctx| ctx.pop_span());
+        if let Some(prev) = self.0 {
+            coro::with_current(|ctx| ctx.set_active(prev));
+        }
+    }
+}
+
+/// A span entered for a layer's sync code.
+///
+/// On a fiber it is exited while the fiber is suspended and re-entered when
+/// it resumes, so it never covers another request's code; on a held thread
+/// (nothing else runs there) it is an ordinary entered span.
+pub(crate) enum LayerSpan {
+    /// Disabled span (no subscriber wants it): nothing to do.
+    Off,
+    Fiber,
+    Thread(#[allow(dead_code)] tracing::span::EnteredSpan),
+}
+
+impl LayerSpan {
+    pub(crate) fn enter(span: Span) -> LayerSpan {
+        if span.is_disabled() {
+            LayerSpan::Off
+        } else if coro::in_fiber() {
+            coro::with_current(|ctx| ctx.push_span(span));
+            LayerSpan::Fiber
+        } else {
+            LayerSpan::Thread(span.entered())
+        }
+    }
+}
+
+impl Drop for LayerSpan {
+    fn drop(&mut self) {
+        if let LayerSpan::Fiber = self {
+            coro::with_current(|ctx| ctx.pop_span());
+        }
     }
 }

@@ -26,13 +26,18 @@ use http::StatusCode;
 
 use crate::body::{Request, Response};
 use crate::chain::Chain;
-use crate::coro::{Fiber, FiberStep, Resumed, Suspend};
+use crate::context::RequestCtx;
+use crate::coro::{coarse_now_ns, last_stop, Fiber, FiberStep, Resumed, Suspend};
 use crate::error::StackError;
 use crate::middleware::LocalBoxFuture;
+use crate::next::Backend;
 
 pub(crate) struct SegmentFuture {
     chain: Arc<Chain>,
     seg: usize,
+    /// The segment's layers (for the watchdog's message).
+    layers: (usize, usize),
+    rctx: Arc<RequestCtx>,
     state: State,
 }
 
@@ -57,9 +62,16 @@ enum State {
 }
 
 impl SegmentFuture {
-    pub(crate) fn new(chain: Arc<Chain>, seg: usize, start: usize, end: usize, req: Request) -> Self {
+    pub(crate) fn new(
+        chain: Arc<Chain>,
+        seg: usize,
+        start: usize,
+        end: usize,
+        req: Request,
+        rctx: Arc<RequestCtx>,
+    ) -> Self {
         let state = match chain.pool.try_acquire() {
-            Ok(Some(stack)) => start_fiber(&chain, stack, start, end, req),
+            Ok(Some(stack)) => start_fiber(&chain, &rctx, stack, start, end, req),
             Ok(None) => {
                 let pool = chain.pool.clone();
                 State::Acquire {
@@ -71,16 +83,36 @@ impl SegmentFuture {
             }
             Err(e) => State::Failed(Some(e)),
         };
-        SegmentFuture { chain, seg, state }
+        SegmentFuture {
+            chain,
+            seg,
+            layers: (start, end),
+            rctx,
+            state,
+        }
     }
 }
 
-fn start_fiber(chain: &Arc<Chain>, stack: DefaultStack, start: usize, end: usize, req: Request) -> State {
+fn start_fiber(
+    chain: &Arc<Chain>,
+    rctx: &Arc<RequestCtx>,
+    stack: DefaultStack,
+    start: usize,
+    end: usize,
+    req: Request,
+) -> State {
     let body_chain = chain.clone();
-    let fiber = Fiber::new(stack, chain.pool.stack_size(), move || {
-        body_chain.call_sync(start, end, req)
-    });
-    State::Running { fiber, inner: None, resume: Some(Resumed::Poll) }
+    let fiber = Fiber::new(
+        stack,
+        chain.pool.stack_size(),
+        Some(rctx.clone()),
+        move || body_chain.call_sync(start, end, req, Backend::Fiber),
+    );
+    State::Running {
+        fiber,
+        inner: None,
+        resume: Some(Resumed::Poll),
+    }
 }
 
 fn unavailable(e: &StackError) -> Response {
@@ -97,18 +129,27 @@ impl Future for SegmentFuture {
         let this = &mut *self;
         loop {
             match &mut this.state {
-                State::Acquire { req, start, end, wait } => match wait.as_mut().poll(cx) {
+                State::Acquire {
+                    req,
+                    start,
+                    end,
+                    wait,
+                } => match wait.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Ok(stack)) => {
                         let req = req.take().expect("request taken twice");
-                        this.state = start_fiber(&this.chain, stack, *start, *end, req);
+                        this.state = start_fiber(&this.chain, &this.rctx, stack, *start, *end, req);
                     }
                     Poll::Ready(Err(e)) => {
                         this.state = State::Done;
                         return Poll::Ready(unavailable(&e));
                     }
                 },
-                State::Running { fiber, inner, resume } => {
+                State::Running {
+                    fiber,
+                    inner,
+                    resume,
+                } => {
                     if let Some(f) = inner {
                         match f.as_mut().poll(cx) {
                             Poll::Pending => return Poll::Pending,
@@ -119,13 +160,22 @@ impl Future for SegmentFuture {
                         }
                     }
                     let input = resume.take().unwrap_or(Resumed::Poll);
+                    let t0 = this.chain.watchdog.map(|_| coarse_now_ns());
                     let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         fiber.resume(cx.waker(), input)
                     }));
+                    if let (Some(limit), Some(t0)) = (this.chain.watchdog, t0) {
+                        watchdog_check(&this.chain, this.layers, limit, t0);
+                    }
                     match step {
                         Ok(FiberStep::Suspended(Suspend::Pending)) => return Poll::Pending,
                         Ok(FiberStep::Suspended(Suspend::Inner(req))) => {
-                            *inner = Some(Chain::run_segment(&this.chain, this.seg + 1, req));
+                            *inner = Some(Chain::run_segment(
+                                &this.chain,
+                                this.seg + 1,
+                                req,
+                                this.rctx.clone(),
+                            ));
                         }
                         Ok(FiberStep::Done(resp)) => {
                             this.finish();
@@ -137,7 +187,9 @@ impl Future for SegmentFuture {
                             // boundary machinery itself; still answer.
                             this.finish();
                             let handler = &this.chain.panic_handler;
-                            return Poll::Ready(crate::panic::to_response(handler, "fiber", payload));
+                            return Poll::Ready(crate::panic::to_response(
+                                handler, "fiber", payload,
+                            ));
                         }
                     }
                 }
@@ -152,10 +204,45 @@ impl Future for SegmentFuture {
     }
 }
 
+/// Warns when the fiber just ran longer than `limit` without suspending:
+/// sync code is blocking the thread (and every request on it). The fix is
+/// `suspendware::blocking(..)` for blocking I/O or `suspendware::wait(..)`
+/// for async work — the analogue of Django's `SynchronousOnlyOperation`.
+#[cold]
+fn watchdog_slow(chain: &Chain, (start, end): (usize, usize), elapsed_ms: u64) {
+    let layer = last_stop();
+    // The layer that was running when the fiber stopped; if the fiber
+    // returned, any layer of the segment may have been the slow one.
+    let name = if (start..end).contains(&layer) {
+        chain.name(layer).to_owned()
+    } else {
+        (start..end)
+            .map(|i| chain.name(i))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    tracing::warn!(
+        middleware = %name,
+        elapsed_ms,
+        "sync code ran {elapsed_ms} ms on a fiber without suspending, blocking every request on \
+         this thread; wrap blocking calls in suspendware::blocking(..) or await async work with \
+         suspendware::wait(..)"
+    );
+}
+
+#[inline]
+fn watchdog_check(chain: &Chain, layers: (usize, usize), limit: std::time::Duration, t0: u64) {
+    let elapsed = coarse_now_ns().saturating_sub(t0);
+    if elapsed > limit.as_nanos() as u64 {
+        watchdog_slow(chain, layers, elapsed / 1_000_000);
+    }
+}
+
 impl SegmentFuture {
     /// Returns the fiber's stack to the pool (or accounts for its loss).
     fn finish(&mut self) {
-        if let State::Running { fiber, inner, .. } = std::mem::replace(&mut self.state, State::Done) {
+        if let State::Running { fiber, inner, .. } = std::mem::replace(&mut self.state, State::Done)
+        {
             drop(inner);
             match fiber.into_stack() {
                 Some(stack) => self.chain.pool.release(stack),

@@ -20,6 +20,25 @@ pub enum BuildError {
         /// The minimum accepted.
         min: usize,
     },
+    /// Strict mode found sync-only middleware.
+    #[error(
+        "Mode::Strict accepts only async-capable middleware, but these are sync-only: {}; \
+         make them async (or hybrid), or use Mode::Suspend to run them on fibers",
+        names.join(", ")
+    )]
+    SyncInStrict {
+        /// The offending middleware, outermost first.
+        names: Vec<String>,
+    },
+    /// A middleware declared neither sync nor async capability.
+    #[error(
+        "middleware {name} is neither sync- nor async-capable: its capabilities() must \
+         set at least one of sync / async_"
+    )]
+    NoCapability {
+        /// The middleware's name.
+        name: String,
+    },
     /// `max_stacks(0)` admits no request with sync middleware.
     #[error("max_stacks(0) would answer every request with 503; use at least 1")]
     NoStacks,

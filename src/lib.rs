@@ -53,30 +53,49 @@ mod body;
 mod bridge;
 mod builder;
 mod chain;
+mod context;
 mod coro;
+mod decorators;
 mod driver;
 mod error;
+mod hooks;
 mod loom;
 mod middleware;
+mod mode;
 mod next;
 mod panic;
 mod pipeline;
+mod plan;
 mod runtime;
 // tokio leaves out `net` under `--cfg loom`.
 #[cfg(all(feature = "server", not(loom)))]
 mod server;
 mod stack_pool;
+mod thread;
 #[cfg(feature = "tower")]
 mod tower;
+mod trace;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 pub use body::{Body, Request, Response};
 pub use bridge::{blocking, wait};
-pub use builder::PipelineBuilder;
+pub use builder::{PipelineBuilder, DEFAULT_ADAPT_THREADS, DEFAULT_WATCHDOG};
+pub use context::{NoRequest, RequestLocal};
+pub use decorators::{require_get, require_http_methods, require_post, RequireMethods};
 pub use error::{BuildError, StackError};
-pub use middleware::{named, AsyncMiddleware, LocalBoxFuture, Named, SyncMiddleware, View};
+pub use hooks::{ExceptionInfo, HookMiddleware, RequestHead};
+pub use middleware::{
+    named, AsyncMiddleware, LocalBoxFuture, Middleware, Named, SyncMiddleware, SyncView, View,
+};
+pub use mode::{Capabilities, Exec, Mode};
 pub use next::{AsyncNext, Next};
 pub use panic::{default_panic_handler, Cancelled, PanicHandler, PanicInfo};
 pub use pipeline::{Pipeline, ResponseFuture};
+pub use plan::Plan;
 pub use runtime::{
     worker_index, Dispatch, DispatchError, Runtime, RuntimeBuilder, RuntimeError, RuntimeHandle,
     ShutdownReport,
@@ -89,3 +108,4 @@ pub use stack_pool::{
 };
 #[cfg(feature = "tower")]
 pub use tower::{BoxError, CollectResponse, RuntimeService, SuspendLayer, DEFAULT_BODY_LIMIT};
+pub use trace::{enter_span, SpanGuard};

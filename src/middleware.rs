@@ -3,7 +3,10 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use std::sync::Arc;
+
 use crate::body::{Request, Response};
+use crate::mode::Capabilities;
 use crate::next::{AsyncNext, Next};
 
 /// A boxed, not necessarily `Send`, future (what async middleware and views
@@ -96,6 +99,145 @@ where
     }
 }
 
+/// A sync view: blocking-style code that produces the response.
+///
+/// In Suspend mode it runs on the fiber of the sync middleware around it (no
+/// extra switch); in Adapt mode on that held thread; in ThreadHop and Strict
+/// modes it hops to the blocking pool. `|req: Request| Response::new(..)`
+/// is a sync view.
+pub trait SyncView: Send + Sync + 'static {
+    /// Produces the response.
+    fn call(&self, req: Request) -> Response;
+
+    /// The name used in logs and spans.
+    fn name(&self) -> &str {
+        short_type_name::<Self>()
+    }
+}
+
+impl<F> SyncView for F
+where
+    F: Fn(Request) -> Response + Send + Sync + 'static,
+{
+    fn call(&self, req: Request) -> Response {
+        self(req)
+    }
+}
+
+/// The general middleware form, with Django's capability flags.
+///
+/// [`SyncMiddleware`] and [`AsyncMiddleware`] are the common single-mode
+/// cases (the builder wraps them). Implement `Middleware` directly for a
+/// *hybrid* — one middleware with both a sync and an async implementation;
+/// the planner picks, per pipeline, the one that needs fewer sync↔async
+/// switches (Django's `load_middleware` rule).
+///
+/// ```
+/// use suspendware::{AsyncNext, Capabilities, LocalBoxFuture, Middleware, Next, Request, Response};
+/// struct Hybrid;
+/// impl Middleware for Hybrid {
+///     fn capabilities(&self) -> Capabilities { Capabilities::BOTH }
+///     fn call_sync(&self, req: Request, next: &mut Next) -> Response { next.get_response(req) }
+///     fn call_async<'a>(&'a self, req: Request, next: AsyncNext) -> LocalBoxFuture<'a, Response> {
+///         Box::pin(async move { next.run(req).await })
+///     }
+/// }
+/// ```
+pub trait Middleware: Send + Sync + 'static {
+    /// Which implementations exist. Both `false` is a build error.
+    fn capabilities(&self) -> Capabilities;
+
+    /// The sync implementation (required when `capabilities().sync`).
+    fn call_sync(&self, req: Request, next: &mut Next<'_>) -> Response {
+        let _ = (req, next);
+        panic!(
+            "middleware {} declares sync capability but does not implement Middleware::call_sync",
+            self.name()
+        )
+    }
+
+    /// The async implementation (required when `capabilities().async_`).
+    fn call_async<'a>(&'a self, req: Request, next: AsyncNext) -> LocalBoxFuture<'a, Response> {
+        let _ = (req, next);
+        panic!(
+            "middleware {} declares async capability but does not implement Middleware::call_async",
+            self.name()
+        )
+    }
+
+    /// The name used in logs, spans, build errors and the plan.
+    fn name(&self) -> &str {
+        short_type_name::<Self>()
+    }
+}
+
+/// Adapts a [`SyncMiddleware`] to [`Middleware`] (sync only).
+pub(crate) struct SyncOnly<M>(pub(crate) M);
+
+impl<M: SyncMiddleware> Middleware for SyncOnly<M> {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::SYNC
+    }
+    fn call_sync(&self, req: Request, next: &mut Next<'_>) -> Response {
+        self.0.call(req, next)
+    }
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+}
+
+/// Adapts an [`AsyncMiddleware`] to [`Middleware`] (async only).
+pub(crate) struct AsyncOnly<M>(pub(crate) M);
+
+impl<M: AsyncMiddleware> Middleware for AsyncOnly<M> {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ASYNC
+    }
+    fn call_async<'a>(&'a self, req: Request, next: AsyncNext) -> LocalBoxFuture<'a, Response> {
+        self.0.call(req, next)
+    }
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+}
+
+/// An async view as the innermost stage.
+pub(crate) struct AsyncViewStage<V>(pub(crate) V);
+
+impl<V: View> Middleware for AsyncViewStage<V> {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ASYNC
+    }
+    fn call_async<'a>(&'a self, req: Request, _next: AsyncNext) -> LocalBoxFuture<'a, Response> {
+        self.0.call(req)
+    }
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+}
+
+/// A sync view as the innermost stage: inline when planned sync, a hop to
+/// the blocking pool when planned async.
+pub(crate) struct SyncViewStage(pub(crate) Arc<dyn SyncView>);
+
+impl Middleware for SyncViewStage {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::BOTH
+    }
+    fn call_sync(&self, req: Request, _next: &mut Next<'_>) -> Response {
+        self.0.call(req)
+    }
+    fn call_async<'a>(&'a self, req: Request, next: AsyncNext) -> LocalBoxFuture<'a, Response> {
+        let view = self.0.clone();
+        Box::pin(crate::thread::hop(next.request_ctx(), move || {
+            view.call(req)
+        }))
+    }
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+}
+
 /// Gives a middleware (or view) a readable name for logs and errors —
 /// closures otherwise show up as `{{closure}}`.
 ///
@@ -105,7 +247,10 @@ where
 /// assert_eq!(SyncMiddleware::name(&mw), "passthrough");
 /// ```
 pub fn named<M>(name: impl Into<String>, inner: M) -> Named<M> {
-    Named { name: name.into(), inner }
+    Named {
+        name: name.into(),
+        inner,
+    }
 }
 
 /// A middleware or view with a name given by [`named`].
@@ -127,6 +272,30 @@ impl<M: SyncMiddleware> SyncMiddleware for Named<M> {
 impl<M: AsyncMiddleware> AsyncMiddleware for Named<M> {
     fn call<'a>(&'a self, req: Request, next: AsyncNext) -> LocalBoxFuture<'a, Response> {
         self.inner.call(req, next)
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl<M: Middleware> Middleware for Named<M> {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    fn call_sync(&self, req: Request, next: &mut Next<'_>) -> Response {
+        self.inner.call_sync(req, next)
+    }
+    fn call_async<'a>(&'a self, req: Request, next: AsyncNext) -> LocalBoxFuture<'a, Response> {
+        self.inner.call_async(req, next)
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl<V: SyncView> SyncView for Named<V> {
+    fn call(&self, req: Request) -> Response {
+        self.inner.call(req)
     }
     fn name(&self) -> &str {
         &self.name

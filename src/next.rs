@@ -1,37 +1,60 @@
 //! The handles a middleware uses to call the rest of the pipeline.
 
 use std::fmt;
+use std::future::Future;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use crate::body::{Request, Response};
 use crate::chain::Chain;
+use crate::context::RequestCtx;
 use crate::coro::{self, Resumed, Suspend};
-use std::future::Future;
-use std::sync::Arc;
+use crate::thread::segment::ThreadLink;
 
-/// The rest of the pipeline, as seen by a [`crate::SyncMiddleware`].
+/// Where the sync code holding a `Next` runs.
+#[derive(Clone, Copy)]
+pub(crate) enum Backend<'a> {
+    /// On a fiber: the end of the segment suspends it.
+    Fiber,
+    /// On a held thread: the end of the segment blocks it.
+    Thread(&'a ThreadLink),
+}
+
+/// The rest of the pipeline, as seen by sync middleware.
 ///
-/// `Next` is `!Send`: it must be used on the fiber that received it, during
-/// the middleware's `call`.
+/// `Next` is `!Send`: it must be used on the fiber (or thread) that
+/// received it, during the middleware's `call`.
+///
+/// ```compile_fail
+/// fn must_be_send<T: Send>() {}
+/// must_be_send::<suspendware::Next<'static>>();
+/// ```
 pub struct Next<'a> {
     chain: &'a Chain,
-    /// Index of the next sync middleware in this segment.
+    /// Index of the next layer of this segment.
     pos: usize,
-    /// One past the last sync middleware of this segment.
+    /// One past the last layer of this segment.
     end: usize,
+    backend: Backend<'a>,
     _not_send: PhantomData<*const ()>,
 }
 
 impl<'a> Next<'a> {
-    pub(crate) fn new(chain: &'a Chain, pos: usize, end: usize) -> Self {
-        Next { chain, pos, end, _not_send: PhantomData }
+    pub(crate) fn new(chain: &'a Chain, pos: usize, end: usize, backend: Backend<'a>) -> Self {
+        Next {
+            chain,
+            pos,
+            end,
+            backend,
+            _not_send: PhantomData,
+        }
     }
 
     /// Runs the inner part of the pipeline and returns its response.
     ///
-    /// If the next layer is sync middleware this is a plain call on the same
-    /// fiber. Otherwise the fiber suspends: the driver runs the async part
-    /// on the executor and resumes the fiber with the response. May be
+    /// If the next layer is sync this is a plain call. Otherwise, on a fiber
+    /// (Suspend mode) the fiber suspends while the async part runs on the
+    /// executor; on a held thread (Adapt mode) the thread blocks. May be
     /// called more than once per request (each call runs the inner part
     /// again).
     ///
@@ -43,15 +66,28 @@ impl<'a> Next<'a> {
     /// If called off the fiber that runs this middleware (e.g. from another
     /// thread), with a message saying so.
     pub fn get_response(&mut self, req: Request) -> Response {
-        if !coro::in_fiber() {
-            crate::panic::off_fiber("get_response");
-        }
-        if self.pos < self.end {
-            self.chain.call_sync(self.pos, self.end, req)
-        } else {
-            match coro::suspend("get_response", Suspend::Inner(req)) {
-                Resumed::Response(r) => r,
-                Resumed::Poll => unreachable!("driver resumed get_response without a response"),
+        match self.backend {
+            Backend::Fiber => {
+                if !coro::in_fiber() {
+                    crate::panic::off_fiber("get_response");
+                }
+                if self.pos < self.end {
+                    self.chain.call_sync(self.pos, self.end, req, self.backend)
+                } else {
+                    match coro::suspend("get_response", Suspend::Inner(req)) {
+                        Resumed::Response(r) => r,
+                        Resumed::Poll => {
+                            unreachable!("driver resumed get_response without a response")
+                        }
+                    }
+                }
+            }
+            Backend::Thread(link) => {
+                if self.pos < self.end {
+                    self.chain.call_sync(self.pos, self.end, req, self.backend)
+                } else {
+                    link.inner(req)
+                }
             }
         }
     }
@@ -59,29 +95,43 @@ impl<'a> Next<'a> {
 
 impl fmt::Debug for Next<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Next").field("pos", &self.pos).field("end", &self.end).finish()
+        f.debug_struct("Next")
+            .field("pos", &self.pos)
+            .field("end", &self.end)
+            .finish()
     }
 }
 
-/// The rest of the pipeline, as seen by an [`crate::AsyncMiddleware`].
+/// The rest of the pipeline, as seen by async middleware.
 pub struct AsyncNext {
     chain: Arc<Chain>,
     segment: usize,
+    rctx: Arc<RequestCtx>,
 }
 
 impl AsyncNext {
-    pub(crate) fn new(chain: Arc<Chain>, segment: usize) -> Self {
-        AsyncNext { chain, segment }
+    pub(crate) fn new(chain: Arc<Chain>, segment: usize, rctx: Arc<RequestCtx>) -> Self {
+        AsyncNext {
+            chain,
+            segment,
+            rctx,
+        }
     }
 
     /// Runs the inner part of the pipeline. May be called more than once.
     pub fn run(&self, req: Request) -> impl Future<Output = Response> + 'static {
-        Chain::run_segment(&self.chain, self.segment, req)
+        Chain::run_segment(&self.chain, self.segment, req, self.rctx.clone())
+    }
+
+    pub(crate) fn request_ctx(&self) -> Arc<RequestCtx> {
+        self.rctx.clone()
     }
 }
 
 impl fmt::Debug for AsyncNext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AsyncNext").field("segment", &self.segment).finish()
+        f.debug_struct("AsyncNext")
+            .field("segment", &self.segment)
+            .finish()
     }
 }

@@ -63,8 +63,25 @@ pub(crate) fn to_response(
         panic::resume_unwind(payload);
     }
     let message = payload_message(&*payload);
-    tracing::error!(location, panic = message, "middleware or view panicked; answering with the panic handler");
-    handler(&PanicInfo { location, message })
+    tracing::error!(
+        location,
+        panic = message,
+        "middleware or view panicked; answering with the panic handler"
+    );
+    let mut resp = handler(&PanicInfo { location, message });
+    resp.extensions_mut().insert(PanicMarker {
+        location: location.to_owned(),
+        message: message.to_owned(),
+    });
+    resp
+}
+
+/// Marks a response produced by the panic handler, so hook middleware can
+/// run `process_exception` for it.
+#[derive(Clone, Debug)]
+pub(crate) struct PanicMarker {
+    pub(crate) location: String,
+    pub(crate) message: String,
 }
 
 /// Runs `f`, turning a panic into the handler's response.
@@ -89,7 +106,11 @@ pub(crate) struct CatchPanic<'a, F: ?Sized> {
 
 impl<'a, F: Future<Output = Response> + ?Sized> CatchPanic<'a, F> {
     pub(crate) fn new(inner: Pin<Box<F>>, handler: &'a PanicHandler, location: &'a str) -> Self {
-        CatchPanic { inner, handler, location }
+        CatchPanic {
+            inner,
+            handler,
+            location,
+        }
     }
 }
 

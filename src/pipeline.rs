@@ -11,8 +11,11 @@ use tracing::Instrument;
 
 use crate::body::{Request, Response};
 use crate::builder::PipelineBuilder;
-use crate::chain::{Chain, Segment};
+use crate::chain::Chain;
+use crate::context::RequestCtx;
 use crate::middleware::LocalBoxFuture;
+use crate::mode::Mode;
+use crate::plan::{Plan, Segment};
 use crate::stack_pool::{PoolStats, StackPool};
 
 /// A built middleware chain around a view. Cheap to clone (an `Arc`).
@@ -43,7 +46,10 @@ impl Pipeline {
     /// unwound (its destructors run) and its stack returns to the pool.
     pub fn handle(&self, req: Request) -> ResponseFuture {
         let span = tracing::info_span!("request", method = %req.method(), uri = %req.uri());
-        ResponseFuture { inner: Chain::run_segment(&self.chain, 0, req).instrument(span) }
+        let rctx = RequestCtx::new();
+        ResponseFuture {
+            inner: Chain::run_segment(&self.chain, 0, req, rctx).instrument(span),
+        }
     }
 
     /// Counters of the pipeline's stack pool.
@@ -61,9 +67,24 @@ impl Pipeline {
         self.chain.entries.iter().map(|e| e.name.as_str())
     }
 
-    /// How many fibers (sync segments) a request passes through.
+    /// How many fibers (fiber segments) a request passes through.
     pub fn fiber_segments(&self) -> usize {
-        self.chain.segments.iter().filter(|s| matches!(s, Segment::Sync { .. })).count()
+        self.chain
+            .segments
+            .iter()
+            .filter(|s| matches!(s, Segment::Fiber { .. }))
+            .count()
+    }
+
+    /// The pipeline's mode.
+    pub fn mode(&self) -> Mode {
+        self.chain.mode
+    }
+
+    /// The plan: each layer's execution, the segments, and the switches and
+    /// hops a request costs. `Display` prints it.
+    pub fn describe(&self) -> &Plan {
+        &self.chain.plan
     }
 }
 
@@ -71,13 +92,32 @@ impl fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pipeline")
             .field("layers", &self.layer_names().collect::<Vec<_>>())
-            .field("view", &self.chain.view_name)
             .field("segments", &self.chain.segments)
             .finish()
     }
 }
 
 /// The future returned by [`Pipeline::handle`].
+///
+/// It is `!Send` on purpose: it owns fibers, whose stacks may hold
+/// thread-bound values while suspended.
+///
+/// ```compile_fail
+/// use suspendware::{Pipeline, Request, Response};
+/// fn must_be_send<T: Send>(_: T) {}
+/// let p = Pipeline::builder()
+///     .view(|_r: Request| async { Response::new(Default::default()) })
+///     .build()
+///     .unwrap();
+/// must_be_send(p.handle(Request::new(Default::default())));
+/// ```
+///
+/// The pipeline itself is shared freely between threads:
+///
+/// ```
+/// fn send_sync<T: Send + Sync + Clone + 'static>() {}
+/// send_sync::<suspendware::Pipeline>();
+/// ```
 pub struct ResponseFuture {
     inner: Instrumented<LocalBoxFuture<'static, Response>>,
 }

@@ -123,8 +123,12 @@ impl<S> PoolCore<S> {
             if cur >= self.max {
                 return TryAcquire::Full;
             }
-            match self.in_use.compare_exchange_weak(cur, cur + 1, Ordering::SeqCst, Ordering::SeqCst)
-            {
+            match self.in_use.compare_exchange_weak(
+                cur,
+                cur + 1,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
                 Ok(_) => break,
                 Err(now) => cur = now,
             }
@@ -300,7 +304,10 @@ impl StackPool {
         let prev = PROCESS_STACKS.fetch_add(1, Ordering::Relaxed);
         if prev >= budget {
             PROCESS_STACKS.fetch_sub(1, Ordering::Relaxed);
-            return Err(StackError::MapBudget { budget, max_map_count: max_map_count() });
+            return Err(StackError::MapBudget {
+                budget,
+                max_map_count: max_map_count(),
+            });
         }
         DefaultStack::new(self.inner.stack_size).map_err(|e| {
             PROCESS_STACKS.fetch_sub(1, Ordering::Relaxed);
@@ -314,7 +321,10 @@ impl StackPool {
             return Ok(s);
         }
         let inner = &self.inner;
-        let full = || StackError::Exhausted { max: inner.core.max, waited: inner.wait };
+        let full = || StackError::Exhausted {
+            max: inner.core.max,
+            waited: inner.wait,
+        };
         if inner.wait.is_zero() {
             return Err(full());
         }

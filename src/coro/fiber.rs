@@ -37,9 +37,13 @@ use tracing::Span;
 
 use super::overflow;
 use crate::body::{Request, Response};
+use crate::context::RequestCtx;
 use crate::panic::Cancelled;
 
 /// What a fiber hands to its driver when it suspends.
+// The request is moved by value through the switch; boxing it to shrink the
+// enum would cost an allocation per suspension.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Suspend {
     /// `wait()` polled a future that is not ready; resume with `Poll` after
     /// the waker fires.
@@ -93,11 +97,25 @@ pub(crate) struct FiberCtx {
     /// exited while the fiber is suspended so that another request's code
     /// never runs inside them, and re-entered when it resumes.
     spans: RefCell<Vec<Span>>,
+    /// The request this fiber works for (its `RequestLocal` values).
+    request: Option<std::sync::Arc<RequestCtx>>,
+    /// Index of the innermost layer running on this fiber (for the
+    /// watchdog), `usize::MAX` when none.
+    active: Cell<usize>,
     _not_send: PhantomData<*const ()>,
 }
 
 thread_local! {
     static CURRENT: Cell<*const FiberCtx> = const { Cell::new(ptr::null()) };
+    /// The layer that was active when the last fiber to run on this thread
+    /// suspended (`usize::MAX` if it returned instead).
+    static LAST_STOP: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// The layer index that was active when the fiber the driver just resumed
+/// stopped (`usize::MAX` if it returned).
+pub(crate) fn last_stop() -> usize {
+    LAST_STOP.with(|c| c.get())
 }
 
 /// A coroutine with its stack, running one segment for one request.
@@ -112,30 +130,43 @@ pub(crate) struct Fiber {
 
 impl Fiber {
     /// Creates a fiber that will run `f` on `stack` when first resumed.
-    pub(crate) fn new<F>(stack: DefaultStack, stack_size: usize, f: F) -> Fiber
+    pub(crate) fn new<F>(
+        stack: DefaultStack,
+        stack_size: usize,
+        request: Option<std::sync::Arc<RequestCtx>>,
+        f: F,
+    ) -> Fiber
     where
         F: FnOnce() -> Response + 'static,
     {
         overflow::install();
         let guard = overflow::GuardRange::below(stack.limit().get(), stack_size);
-        let co = Coroutine::with_stack(stack, move |yielder: &Yielder<Input, Suspend>, first: Input| {
-            let ctx = FiberCtx {
-                yielder: yielder as *const _,
-                waker: Cell::new(first.waker),
-                spans: RefCell::new(Vec::new()),
-                _not_send: PhantomData,
-            };
-            match first.cmd {
-                Cmd::Go(_) => {}
-                // `cancel` never resumes a fiber that has not started, so
-                // this is unreachable; answering without running `f` is the
-                // safe reading of it anyway.
-                Cmd::Cancel => panic::resume_unwind(Box::new(Cancelled)),
-            }
-            CURRENT.with(|c| c.set(&ctx));
-            f()
-        });
-        Fiber { co: Some(co), guard }
+        let co = Coroutine::with_stack(
+            stack,
+            move |yielder: &Yielder<Input, Suspend>, first: Input| {
+                let ctx = FiberCtx {
+                    yielder: yielder as *const _,
+                    waker: Cell::new(first.waker),
+                    spans: RefCell::new(Vec::new()),
+                    request,
+                    active: Cell::new(usize::MAX),
+                    _not_send: PhantomData,
+                };
+                match first.cmd {
+                    Cmd::Go(_) => {}
+                    // `cancel` never resumes a fiber that has not started, so
+                    // this is unreachable; answering without running `f` is the
+                    // safe reading of it anyway.
+                    Cmd::Cancel => panic::resume_unwind(Box::new(Cancelled)),
+                }
+                CURRENT.with(|c| c.set(&ctx));
+                f()
+            },
+        );
+        Fiber {
+            co: Some(co),
+            guard,
+        }
     }
 
     /// Whether the fiber's function has returned (or unwound out).
@@ -148,11 +179,17 @@ impl Fiber {
     /// A panic that escapes the fiber's function propagates out of this call
     /// (the fiber is then done and its stack may be reclaimed).
     pub(crate) fn resume(&mut self, waker: &Waker, input: Resumed) -> FiberStep {
-        self.resume_raw(Input { waker: NonNull::from(waker), cmd: Cmd::Go(input) })
+        self.resume_raw(Input {
+            waker: NonNull::from(waker),
+            cmd: Cmd::Go(input),
+        })
     }
 
     fn resume_raw(&mut self, input: Input) -> FiberStep {
-        let co = self.co.as_mut().expect("suspendware: fiber resumed after its stack was taken");
+        let co = self
+            .co
+            .as_mut()
+            .expect("suspendware: fiber resumed after its stack was taken");
         let _guard = ResumeGuard::enter(self.guard);
         match co.resume(input) {
             CoroutineResult::Yield(s) => FiberStep::Suspended(s),
@@ -179,7 +216,10 @@ impl Fiber {
         }
         for _ in 0..16 {
             let step = panic::catch_unwind(AssertUnwindSafe(|| {
-                self.resume_raw(Input { waker: NonNull::from(Waker::noop()), cmd: Cmd::Cancel })
+                self.resume_raw(Input {
+                    waker: NonNull::from(Waker::noop()),
+                    cmd: Cmd::Cancel,
+                })
             }));
             match step {
                 Ok(FiberStep::Suspended(_)) => continue,
@@ -282,6 +322,7 @@ pub(crate) fn suspend(api: &'static str, what: Suspend) -> Resumed {
     // running this code.
     let ctx = unsafe { &*p };
     ctx.exit_spans();
+    LAST_STOP.with(|c| c.set(ctx.active.get()));
     // SAFETY: `yielder` points at the `Yielder` corosensei passed to the
     // fiber's root closure, which outlives the root frame holding `ctx`.
     let yielder = unsafe { &*ctx.yielder };
@@ -305,6 +346,16 @@ pub(crate) fn suspend(api: &'static str, what: Suspend) -> Resumed {
 }
 
 impl FiberCtx {
+    /// Records `pos` as the innermost running layer; returns the previous.
+    pub(crate) fn set_active(&self, pos: usize) -> usize {
+        self.active.replace(pos)
+    }
+
+    /// The request this fiber works for.
+    pub(crate) fn request(&self) -> Option<&std::sync::Arc<RequestCtx>> {
+        self.request.as_ref()
+    }
+
     /// Enters `span` for the code that runs on this fiber until the matching
     /// [`FiberCtx::pop_span`]; while the fiber is suspended the span is
     /// exited, so it never covers another request's code.
@@ -339,4 +390,18 @@ fn enter(span: &Span) {
 
 fn exit(span: &Span) {
     span.with_subscriber(|(id, dispatch)| dispatch.exit(id));
+}
+
+/// A monotonic clock reading in nanoseconds from `CLOCK_MONOTONIC_COARSE`:
+/// a vDSO read (no system call, a few ns) with tick resolution (1–4 ms),
+/// which is what the fiber watchdog needs for its ~10 ms threshold.
+pub(crate) fn coarse_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC_COARSE is
+    // supported on every Linux this crate targets (since 2.6.32).
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

@@ -15,5 +15,6 @@ pub(crate) mod fiber;
 pub(crate) mod overflow;
 
 pub(crate) use fiber::{
-    current_waker, in_fiber, suspend, with_current, Fiber, FiberStep, Resumed, Suspend,
+    coarse_now_ns, current_waker, in_fiber, last_stop, suspend, with_current, Fiber, FiberStep,
+    Resumed, Suspend,
 };

@@ -28,12 +28,20 @@ pub(crate) struct GuardRange {
 }
 
 impl GuardRange {
-    const NONE: GuardRange = GuardRange { lo: 0, hi: 0, stack_size: 0 };
+    const NONE: GuardRange = GuardRange {
+        lo: 0,
+        hi: 0,
+        stack_size: 0,
+    };
 
     /// The guard page just below `limit` (the lowest usable address).
     pub(crate) fn below(limit: usize, stack_size: usize) -> GuardRange {
         let page = page_size();
-        GuardRange { lo: limit.saturating_sub(page), hi: limit, stack_size }
+        GuardRange {
+            lo: limit.saturating_sub(page),
+            hi: limit,
+            stack_size,
+        }
     }
 
     fn contains(&self, addr: usize) -> bool {
@@ -43,7 +51,7 @@ impl GuardRange {
 
 thread_local! {
     static RUNNING: Cell<GuardRange> = const { Cell::new(GuardRange::NONE) };
-    static ALT_STACK: AltStack = const { AltStack { map: Cell::new(ptr::null_mut()) } };
+    static ALT_STACK: AltStack = const { AltStack { checked: Cell::new(false), map: Cell::new(ptr::null_mut()) } };
 }
 
 /// Records `g` as the guard range of the fiber about to run on this thread;
@@ -106,7 +114,11 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut l
         report_and_abort(g.stack_size);
     }
     let Some(saved) = PREVIOUS.get() else { return };
-    let prev = if sig == libc::SIGBUS { &saved.bus } else { &saved.segv };
+    let prev = if sig == libc::SIGBUS {
+        &saved.bus
+    } else {
+        &saved.segv
+    };
     if prev.sa_sigaction == libc::SIG_DFL || prev.sa_sigaction == libc::SIG_IGN {
         // Not ours: put the old disposition back and return, so the faulting
         // instruction runs again and the default action (a core dump) happens.
@@ -163,6 +175,9 @@ fn report_and_abort(stack_size: usize) -> ! {
 /// A per-thread alternate signal stack, created only for threads that had
 /// none (std-spawned threads and the main thread already have one).
 struct AltStack {
+    /// Whether this thread's alternate stack has been checked.
+    checked: Cell<bool>,
+    /// The mapping this thread installed, or null (none needed or failed).
     map: Cell<*mut libc::c_void>,
 }
 
@@ -170,7 +185,7 @@ const ALT_SIZE: usize = 64 * 1024;
 
 impl AltStack {
     fn ensure(&self) {
-        if !self.map.get().is_null() {
+        if self.checked.replace(true) {
             return;
         }
         // SAFETY: querying the current alternate stack with a valid
@@ -181,9 +196,7 @@ impl AltStack {
             let mut old: libc::stack_t = MaybeUninit::zeroed().assume_init();
             libc::sigaltstack(ptr::null(), &mut old);
             if old.ss_flags & libc::SS_DISABLE == 0 {
-                // Already has one; remember that with a non-null marker.
-                self.map.set(1 as *mut libc::c_void);
-                return;
+                return; // std (or someone) already gave this thread one
             }
             let map = libc::mmap(
                 ptr::null_mut(),
@@ -196,7 +209,11 @@ impl AltStack {
             if map == libc::MAP_FAILED {
                 return;
             }
-            let st = libc::stack_t { ss_sp: map, ss_flags: 0, ss_size: ALT_SIZE };
+            let st = libc::stack_t {
+                ss_sp: map,
+                ss_flags: 0,
+                ss_size: ALT_SIZE,
+            };
             libc::sigaltstack(&st, ptr::null_mut());
             self.map.set(map);
         }
@@ -206,13 +223,17 @@ impl AltStack {
 impl Drop for AltStack {
     fn drop(&mut self) {
         let map = self.map.get();
-        if map.is_null() || map as usize == 1 {
+        if map.is_null() {
             return;
         }
         // SAFETY: `map` is the mapping this thread installed as its alternate
         // stack; it is disabled before being unmapped.
         unsafe {
-            let st = libc::stack_t { ss_sp: ptr::null_mut(), ss_flags: libc::SS_DISABLE, ss_size: 0 };
+            let st = libc::stack_t {
+                ss_sp: ptr::null_mut(),
+                ss_flags: libc::SS_DISABLE,
+                ss_size: 0,
+            };
             libc::sigaltstack(&st, ptr::null_mut());
             libc::munmap(map, ALT_SIZE);
         }

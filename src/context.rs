@@ -1,0 +1,171 @@
+//! Request-local storage: the replacement for `thread_local!` in middleware.
+//!
+//! In a thread-per-request server, legacy code keeps "the current request"
+//! or "the current user" in thread-locals. On a fiber, another request's code
+//! runs on the same thread while this one is suspended, so a thread-local
+//! set before `get_response` may hold the other request's value after it.
+//! [`RequestLocal`] stores the value with the *request* instead: on a fiber,
+//! on a held Adapt thread and inside every ThreadHop hop, `RequestLocal`
+//! reads and writes the running request's own slot.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use crate::coro;
+use crate::loom::lock;
+use crate::loom::sync::Mutex;
+
+/// Per-request state shared by every segment of one request.
+#[derive(Default)]
+pub(crate) struct RequestCtx {
+    /// Values of `RequestLocal`s, keyed by the address of the `static`.
+    locals: Mutex<Vec<(usize, Box<dyn Any + Send>)>>,
+    /// Adapt-mode admission permit held for the whole request.
+    pub(crate) permit: crate::thread::segment::PermitSlot,
+}
+
+impl RequestCtx {
+    pub(crate) fn new() -> Arc<RequestCtx> {
+        Arc::new(RequestCtx::default())
+    }
+}
+
+impl fmt::Debug for RequestCtx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RequestCtx")
+    }
+}
+
+thread_local! {
+    /// The request whose sync code runs on this (non-fiber) thread: set by
+    /// Adapt-mode thread segments and ThreadHop hops.
+    static THREAD_REQUEST: RefCell<Option<Arc<RequestCtx>>> = const { RefCell::new(None) };
+}
+
+/// Marks the current thread as running `ctx`'s sync code until dropped.
+pub(crate) struct ThreadScope {
+    prev: Option<Arc<RequestCtx>>,
+}
+
+impl ThreadScope {
+    pub(crate) fn enter(ctx: Arc<RequestCtx>) -> ThreadScope {
+        ThreadScope {
+            prev: THREAD_REQUEST.with(|c| c.replace(Some(ctx))),
+        }
+    }
+}
+
+impl Drop for ThreadScope {
+    fn drop(&mut self) {
+        let prev = self.prev.take();
+        THREAD_REQUEST.with(|c| *c.borrow_mut() = prev);
+    }
+}
+
+/// Whether this thread runs sync pipeline code outside a fiber (an Adapt
+/// thread or a hop), where blocking is allowed.
+pub(crate) fn on_pipeline_thread() -> bool {
+    !coro::in_fiber() && THREAD_REQUEST.with(|c| c.borrow().is_some())
+}
+
+fn current() -> Option<Arc<RequestCtx>> {
+    if let Some(Some(ctx)) = coro::with_current(|f| f.request().cloned()) {
+        return Some(ctx);
+    }
+    THREAD_REQUEST.with(|c| c.borrow().clone())
+}
+
+/// Error of [`RequestLocal::try_with`]: no request's sync code is running.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error(
+    "RequestLocal used outside a request's sync code: it works in sync middleware, \
+     hook middleware and sync views that a Pipeline runs; in async code pass values \
+     through the request's extensions instead"
+)]
+pub struct NoRequest;
+
+/// A per-request variable for sync code; declare it as a `static`.
+///
+/// ```
+/// use suspendware::{Next, Request, RequestLocal, Response};
+///
+/// static USER: RequestLocal<Option<String>> = RequestLocal::new(|| None);
+///
+/// fn auth(req: Request, next: &mut Next) -> Response {
+///     USER.set(Some("alice".into()));
+///     let resp = next.get_response(req); // other requests may run meanwhile
+///     assert_eq!(USER.get().as_deref(), Some("alice")); // still ours
+///     resp
+/// }
+/// # let _ = auth;
+/// ```
+///
+/// Each request starts with `init()`; the value is dropped with the request.
+pub struct RequestLocal<T> {
+    init: fn() -> T,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> fmt::Debug for RequestLocal<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RequestLocal")
+    }
+}
+
+impl<T: Send + 'static> RequestLocal<T> {
+    /// Declares a request-local with an initialiser.
+    pub const fn new(init: fn() -> T) -> Self {
+        RequestLocal {
+            init,
+            _t: PhantomData,
+        }
+    }
+
+    fn key(&'static self) -> usize {
+        self as *const Self as usize
+    }
+
+    /// Runs `f` with the running request's value.
+    pub fn try_with<R>(&'static self, f: impl FnOnce(&mut T) -> R) -> Result<R, NoRequest> {
+        let ctx = current().ok_or(NoRequest)?;
+        let mut locals = lock(&ctx.locals);
+        let key = self.key();
+        let idx = match locals.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                locals.push((key, Box::new((self.init)())));
+                locals.len() - 1
+            }
+        };
+        let slot = locals[idx]
+            .1
+            .downcast_mut::<T>()
+            .expect("RequestLocal key collision");
+        Ok(f(slot))
+    }
+
+    /// Runs `f` with the running request's value.
+    ///
+    /// # Panics
+    /// Outside a request's sync code (see [`NoRequest`]).
+    pub fn with<R>(&'static self, f: impl FnOnce(&mut T) -> R) -> R {
+        self.try_with(f)
+            .unwrap_or_else(|e| panic!("suspendware: {e}"))
+    }
+
+    /// Replaces the running request's value.
+    pub fn set(&'static self, value: T) {
+        self.with(|v| *v = value)
+    }
+
+    /// A clone of the running request's value.
+    pub fn get(&'static self) -> T
+    where
+        T: Clone,
+    {
+        self.with(|v| v.clone())
+    }
+}

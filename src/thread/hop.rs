@@ -1,0 +1,38 @@
+//! One hop of sync code to the blocking pool.
+
+use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+
+use tracing::Instrument;
+
+use crate::context::{RequestCtx, ThreadScope};
+
+/// Runs `f` on tokio's blocking pool with `ctx` as the thread's request and
+/// the caller's current span entered; a panic in `f` is re-raised in the
+/// awaiting task (so the stage's panic boundary turns it into a response).
+pub(crate) fn hop<R, F>(ctx: Arc<RequestCtx>, f: F) -> impl Future<Output = R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let span = tracing::Span::current();
+    let handle = tokio::runtime::Handle::try_current()
+        .expect("suspendware: thread hops need a tokio runtime; run the pipeline inside one");
+    let inner_span = span.clone();
+    let join = handle.spawn_blocking(move || {
+        let _scope = ThreadScope::enter(ctx);
+        let _span = inner_span.enter();
+        panic::catch_unwind(AssertUnwindSafe(f))
+    });
+    async move {
+        match join.await {
+            Ok(Ok(v)) => v,
+            Ok(Err(payload)) => panic::resume_unwind(payload),
+            Err(e) => panic!(
+                "suspendware: a thread hop did not complete ({e}); is the runtime shutting down?"
+            ),
+        }
+    }
+    .instrument(span)
+}
