@@ -23,15 +23,25 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use suspendware::Server;
 
-/// How sync middleware meets the async views.
+/// How sync middleware meets the async views (`suspendware::Mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Mode {
-    /// Suspend the middleware's fiber at `get_response`.
+enum ModeArg {
+    /// Suspend the middleware's fiber at `get_response` (no thread held).
     Suspend,
-    /// Run the async part from a thread (Django's adaptation).
+    /// Hold a blocking-pool thread per request (asgiref's adaptation).
     Adapt,
-    /// Hop to a thread pool per sync middleware.
+    /// Django 3.1's per-hook hops to the blocking pool.
     Hop,
+}
+
+impl From<ModeArg> for suspendware::Mode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Suspend => suspendware::Mode::Suspend,
+            ModeArg::Adapt => suspendware::Mode::Adapt,
+            ModeArg::Hop => suspendware::Mode::ThreadHop,
+        }
+    }
 }
 
 #[derive(Debug, Parser)]
@@ -44,8 +54,8 @@ struct Args {
     #[arg(long)]
     workers: Option<usize>,
     /// How sync middleware runs.
-    #[arg(long, value_enum, default_value_t = Mode::Suspend)]
-    mode: Mode,
+    #[arg(long, value_enum, default_value_t = ModeArg::Suspend)]
+    mode: ModeArg,
     /// How long `GET /` waits before answering, in milliseconds.
     #[arg(long, default_value_t = 0)]
     view_delay_ms: u64,
@@ -58,17 +68,13 @@ fn main() -> ExitCode {
         )
         .init();
     let args = Args::parse();
-    // TODO(lead): wire `--mode` to `PipelineBuilder::mode(suspendware::Mode::..)` once issue 3 lands.
-    if args.mode != Mode::Suspend {
-        tracing::error!(mode = ?args.mode, "only --mode suspend is available in this build (adapt and hop arrive with suspendware::Mode)");
-        return ExitCode::from(2);
-    }
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let state = app::AppState::default();
     let cfg = app::AppConfig {
         view_delay: Duration::from_millis(args.view_delay_ms),
+        mode: args.mode.into(),
     };
     // One pipeline (and stack pool) per worker.
     let pipelines = match (0..workers)

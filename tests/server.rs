@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use suspendware::{Pipeline, Request, Response, Server};
+use suspendware::{Mode, Pipeline, Request, Response, Server};
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -32,10 +32,11 @@ fn tokio_mt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn app_server(workers: usize) -> Server {
+fn app_server(workers: usize, mode: Mode) -> Server {
     let state = app::AppState::default();
     let cfg = app::AppConfig {
         view_delay: Duration::from_millis(1),
+        mode,
     };
     let pipeline = app::pipeline(&state, &cfg).unwrap();
     Server::builder()
@@ -87,9 +88,17 @@ fn set_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
+const MODES: [Mode; 3] = [Mode::Suspend, Mode::Adapt, Mode::ThreadHop];
+
 #[test]
 fn each_middleware_sets_its_headers() {
-    let server = app_server(2);
+    for mode in MODES {
+        each_middleware_sets_its_headers_in(mode);
+    }
+}
+
+fn each_middleware_sets_its_headers_in(mode: Mode) {
+    let server = app_server(2, mode);
     let r =
         tokio_mt().block_on(async { send(&client(), &server, Method::GET, "/", &[], "").await });
     assert_eq!(r.status, StatusCode::OK);
@@ -117,7 +126,7 @@ fn each_middleware_sets_its_headers() {
 
 #[test]
 fn session_cookie_round_trip() {
-    let server = app_server(2);
+    let server = app_server(2, Mode::Suspend);
     tokio_mt().block_on(async {
         let c = client();
         let first = send(&c, &server, Method::GET, "/visits", &[], "").await;
@@ -163,7 +172,13 @@ fn session_cookie_round_trip() {
 
 #[test]
 fn csrf_rejects_unsafe_methods_without_a_token_and_login_authenticates() {
-    let server = app_server(2);
+    for mode in MODES {
+        csrf_and_login_in(mode);
+    }
+}
+
+fn csrf_and_login_in(mode: Mode) {
+    let server = app_server(2, mode);
     tokio_mt().block_on(async {
         let c = client();
         let no_token = send(&c, &server, Method::POST, "/login", &[], "username=alice").await;
@@ -231,7 +246,7 @@ fn csrf_rejects_unsafe_methods_without_a_token_and_login_authenticates() {
 
 #[test]
 fn method_decorator_answers_405_with_allow() {
-    let server = app_server(1);
+    let server = app_server(1, Mode::Suspend);
     let r = tokio_mt()
         .block_on(async { send(&client(), &server, Method::GET, "/login", &[], "").await });
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
@@ -244,7 +259,7 @@ fn method_decorator_answers_405_with_allow() {
 
 #[test]
 fn async_lookup_view_answers() {
-    let server = app_server(1);
+    let server = app_server(1, Mode::Suspend);
     tokio_mt().block_on(async {
         let c = client();
         let bob = send(&c, &server, Method::GET, "/users/bob", &[], "").await;
@@ -265,6 +280,7 @@ fn request_bodies_over_the_limit_get_413() {
         &state,
         &app::AppConfig {
             view_delay: Duration::ZERO,
+            mode: Mode::Suspend,
         },
     )
     .unwrap();

@@ -9,7 +9,7 @@ pub mod views;
 
 use std::time::Duration;
 
-use suspendware::{BuildError, Pipeline, PipelineBuilder};
+use suspendware::{BuildError, Mode, Pipeline, PipelineBuilder};
 
 pub use store::{SessionStore, UserDirectory};
 
@@ -18,6 +18,8 @@ pub use store::{SessionStore, UserDirectory};
 pub struct AppConfig {
     /// How long `GET /` waits before answering (stands for a slow backend).
     pub view_delay: Duration,
+    /// How the sync middleware meets the async views.
+    pub mode: Mode,
 }
 
 /// What the middleware and views share; clones share the stores.
@@ -41,7 +43,7 @@ pub fn middleware(builder: PipelineBuilder, state: &AppState) -> PipelineBuilder
 
 /// The whole pipeline: the middleware stack around the app's router.
 pub fn pipeline(state: &AppState, cfg: &AppConfig) -> Result<Pipeline, BuildError> {
-    middleware(Pipeline::builder(), state)
+    middleware(Pipeline::builder().mode(cfg.mode), state)
         .view(views::router(state.clone(), cfg.clone()))
         .build()
 }

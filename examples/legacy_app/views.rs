@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use http::header::{HeaderValue, ALLOW};
+use http::header::HeaderValue;
 use http::{Method, StatusCode};
-use suspendware::{LocalBoxFuture, Request, Response, View};
+use suspendware::{require_http_methods, LocalBoxFuture, Request, RequireMethods, Response, View};
 
 use super::middleware::{CurrentUser, Session, AUTH_USER_ID};
 use super::{AppConfig, AppState};
@@ -24,40 +24,6 @@ fn user_of(req: &Request) -> CurrentUser {
         .get::<CurrentUser>()
         .cloned()
         .unwrap_or(CurrentUser::Anonymous)
-}
-
-// TODO(lead): replace with `suspendware::require_http_methods` once issue 3 lands on main.
-/// Stand-in for Django's `@require_http_methods`: `405` with `Allow` for
-/// other methods.
-pub fn require_http_methods<V: View>(methods: &'static [Method], view: V) -> RequireMethods<V> {
-    RequireMethods { methods, view }
-}
-
-/// See [`require_http_methods`].
-pub struct RequireMethods<V> {
-    methods: &'static [Method],
-    view: V,
-}
-
-impl<V: View> View for RequireMethods<V> {
-    fn call(&self, req: Request) -> LocalBoxFuture<'_, Response> {
-        if self.methods.contains(req.method()) {
-            return self.view.call(req);
-        }
-        let allow = self
-            .methods
-            .iter()
-            .map(Method::as_str)
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut resp = text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("method {} not allowed\n", req.method()),
-        );
-        resp.headers_mut()
-            .insert(ALLOW, HeaderValue::from_str(&allow).expect("method names"));
-        Box::pin(async move { resp })
-    }
 }
 
 /// `POST /login` with body `username=<name>`: logs the user in (stores the
