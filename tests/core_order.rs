@@ -291,3 +291,62 @@ fn async_short_circuit_skips_inner_fiber() {
     assert_eq!(p.stack_stats().allocated, 1);
     assert!(p.stack_stats().is_whole());
 }
+
+/// Each request gets a span, each middleware a span inside it; while a
+/// fiber is suspended its spans are exited, so another request's events
+/// never appear inside them.
+#[test]
+fn spans_per_request_and_middleware_do_not_leak_across_suspensions() {
+    let (logs, _guard) = common::LogCapture::install();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let g = gate.clone();
+    let p = Pipeline::builder()
+        .sync(suspendware::named("outer_mw", |req: Request, next: &mut Next| {
+            tracing::info!("outer before");
+            let r = next.get_response(req);
+            tracing::info!("outer after");
+            r
+        }))
+        .view(move |req: Request| {
+            let g = g.clone();
+            async move {
+                if req.uri().path() == "/a" {
+                    g.notified().await;
+                }
+                tracing::info!(path = req.uri().path(), "in view");
+                ok("v")
+            }
+        })
+        .build()
+        .unwrap();
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt(), async {
+        let a = tokio::task::spawn_local(p.handle(req("/a")));
+        tokio::task::yield_now().await;
+        // /a is suspended inside outer_mw's span; /b runs now.
+        p.handle(req("/b")).await;
+        // Executor code between polls is outside every request's spans.
+        tracing::info!("between requests");
+        gate.notify_one();
+        a.await.unwrap();
+    });
+    let text = logs.text();
+    let line = |needle: &str| -> String {
+        text.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("no {needle:?} in\n{text}")).to_owned()
+    };
+    let b_view = line(r#"path="/b""#);
+    assert!(b_view.contains("request{method=GET uri=/b}"), "{b_view}");
+    assert!(!b_view.contains("uri=/a"), "request /a's span leaked into /b: {b_view}");
+    let a_view = line(r#"path="/a""#);
+    assert!(a_view.contains("request{method=GET uri=/a}"), "{a_view}");
+    assert!(!a_view.contains("uri=/b"), "{a_view}");
+    let between = line("between requests");
+    assert!(
+        !between.contains("middleware{") && !between.contains("request{"),
+        "a suspended fiber's span stayed entered: {between}"
+    );
+    for l in text.lines().filter(|l| l.contains("outer before") || l.contains("outer after")) {
+        assert!(l.contains("middleware{name=outer_mw"), "sync middleware events inside its span: {l}");
+    }
+    assert_eq!(text.lines().filter(|l| l.contains("outer after")).count(), 2);
+}
