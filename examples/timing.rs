@@ -20,7 +20,10 @@ impl SyncMiddleware for Timing {
         let start = Instant::now();
         let mut resp = next.get_response(req); // suspends this fiber
         let ms = start.elapsed().as_millis().to_string();
-        resp.headers_mut().insert("x-render-ms", ms.parse().expect("digits are a valid header value"));
+        resp.headers_mut().insert(
+            "x-render-ms",
+            ms.parse().expect("digits are a valid header value"),
+        );
         resp
     }
 }
@@ -29,7 +32,10 @@ impl SyncMiddleware for Timing {
 async fn article(req: Request) -> Response {
     tokio::time::sleep(Duration::from_millis(30)).await;
     let mut resp = Response::new(format!("article at {}\n", req.uri().path()).into());
-    resp.headers_mut().insert("content-type", "text/plain".parse().expect("valid header value"));
+    resp.headers_mut().insert(
+        "content-type",
+        "text/plain".parse().expect("valid header value"),
+    );
     resp
 }
 
@@ -42,8 +48,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
 
     // The future of `handle` is !Send: run it on a current-thread runtime.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let req = http::Request::builder().uri("/articles/42").body(Default::default())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let req = http::Request::builder()
+        .uri("/articles/42")
+        .body(Default::default())?;
     let resp = rt.block_on(pipeline.handle(req));
 
     println!("status: {}", resp.status());

@@ -1,13 +1,14 @@
 //! `wait` and `blocking` inside sync middleware: they suspend the fiber,
 //! not the runtime thread.
 
+mod capture;
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use common::{header, ok, req, rt, text, with_deadline, LogCapture};
+use common::{error_lines, header, ok, req, rt, text, with_deadline};
 use http::StatusCode;
 use suspendware::{blocking, wait, Next, Pipeline, Request, Response};
 use tokio::sync::oneshot;
@@ -47,8 +48,10 @@ fn wait_on_a_future_borrowing_locals_of_the_middleware_frame() {
                 path.len() * 10
             });
             let mut r = next.get_response(req);
-            r.headers_mut().insert("x-n", n.to_string().parse().unwrap());
-            r.headers_mut().insert("x-seen", format!("{seen:?}").parse().unwrap());
+            r.headers_mut()
+                .insert("x-n", n.to_string().parse().unwrap());
+            r.headers_mut()
+                .insert("x-seen", format!("{seen:?}").parse().unwrap());
             r
         })
         .view(|_req: Request| async move { ok("v") })
@@ -91,7 +94,12 @@ fn wait_suspends_the_fiber_not_the_thread() {
                 let tx = tx.clone();
                 async move {
                     tokio::task::yield_now().await;
-                    tx.lock().unwrap().take().expect("one /b request").send("from b").unwrap();
+                    tx.lock()
+                        .unwrap()
+                        .take()
+                        .expect("one /b request")
+                        .send("from b")
+                        .unwrap();
                     ok("b done")
                 }
             })
@@ -122,9 +130,14 @@ fn blocking_runs_the_closure_on_another_thread() {
                 (std::thread::current().id(), 41 + 1)
             });
             assert_ne!(here, there, "the closure ran on the blocking pool");
-            assert_eq!(std::thread::current().id(), here, "the fiber resumed on its own thread");
+            assert_eq!(
+                std::thread::current().id(),
+                here,
+                "the fiber resumed on its own thread"
+            );
             let mut r = next.get_response(req);
-            r.headers_mut().insert("x-v", v.to_string().parse().unwrap());
+            r.headers_mut()
+                .insert("x-v", v.to_string().parse().unwrap());
             r
         })
         .view(|_req: Request| async move { ok("v") })
@@ -182,21 +195,29 @@ fn panic_in_a_blocking_closure_becomes_a_500_with_an_error_log() {
             os.store(r.status().as_u16() as usize, Ordering::SeqCst);
             r
         })
-        .sync(suspendware::named("legacy", |_req: Request, _next: &mut Next| -> Response {
-            blocking(|| -> u32 { panic!("legacy driver exploded") });
-            unreachable!("blocking re-raises the closure's panic")
-        }))
+        .sync(suspendware::named(
+            "legacy",
+            |_req: Request, _next: &mut Next| -> Response {
+                blocking(|| -> u32 { panic!("legacy driver exploded") });
+                unreachable!("blocking re-raises the closure's panic")
+            },
+        ))
         .view(|_req: Request| async move { ok("unreachable") })
         .build()
         .unwrap();
-    let (logs, _g) = LogCapture::install();
     let rt = rt();
-    let resp = rt.block_on(p.handle(req("/")));
+    let (logs, resp) = capture::capture(|| rt.block_on(p.handle(req("/"))));
     assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(outer_saw.load(Ordering::SeqCst), 500, "outer middleware saw the 500");
-    let errors = logs.errors();
+    assert_eq!(
+        outer_saw.load(Ordering::SeqCst),
+        500,
+        "outer middleware saw the 500"
+    );
+    let errors = error_lines(&logs);
     assert!(
-        errors.iter().any(|l| l.contains("legacy driver exploded") && l.contains("legacy")),
+        errors
+            .iter()
+            .any(|l| l.contains("legacy driver exploded") && l.contains("legacy")),
         "no error event naming the panic: {errors:?}"
     );
     assert!(p.stack_stats().is_whole());
@@ -216,7 +237,9 @@ fn panic_in_a_blocking_closure_becomes_a_500_with_an_error_log() {
 fn wait_and_blocking_in_an_inner_segment() {
     let p = Pipeline::builder()
         .sync(|req: Request, next: &mut Next| next.get_response(req))
-        .layer_async(|req: Request, next: suspendware::AsyncNext| async move { next.run(req).await })
+        .layer_async(
+            |req: Request, next: suspendware::AsyncNext| async move { next.run(req).await },
+        )
         .sync(|req: Request, next: &mut Next| {
             let a = wait(async {
                 tokio::time::sleep(Duration::from_millis(1)).await;
@@ -224,7 +247,8 @@ fn wait_and_blocking_in_an_inner_segment() {
             });
             let b = blocking(|| 3);
             let mut r = next.get_response(req);
-            r.headers_mut().insert("x-ab", (a * b).to_string().parse().unwrap());
+            r.headers_mut()
+                .insert("x-ab", (a * b).to_string().parse().unwrap());
             r
         })
         .view(|_req: Request| async move { ok("v") })

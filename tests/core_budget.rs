@@ -15,7 +15,11 @@ use tokio::sync::{mpsc, watch};
 /// A pipeline with one sync middleware and a view that holds each request
 /// until `gate` turns true; `peak` records the most stacks in use seen by a
 /// view.
-fn gated(builder: PipelineBuilder, gate: &watch::Receiver<bool>, peak: &Arc<AtomicUsize>) -> Pipeline {
+fn gated(
+    builder: PipelineBuilder,
+    gate: &watch::Receiver<bool>,
+    peak: &Arc<AtomicUsize>,
+) -> Pipeline {
     let gate = gate.clone();
     let peak = peak.clone();
     let me: Arc<std::sync::OnceLock<Pipeline>> = Arc::default();
@@ -55,7 +59,11 @@ fn spawn_all(p: &Pipeline, n: usize) -> mpsc::UnboundedReceiver<(usize, Response
 fn no_wait_budget_answers_the_excess_with_503_at_once() {
     let (open, gate) = watch::channel(false);
     let peak = Arc::new(AtomicUsize::new(0));
-    let p = gated(Pipeline::builder().max_stacks(4).stack_wait(Duration::ZERO), &gate, &peak);
+    let p = gated(
+        Pipeline::builder().max_stacks(4).stack_wait(Duration::ZERO),
+        &gate,
+        &peak,
+    );
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt(), async {
         let mut done = spawn_all(&p, 10);
@@ -64,10 +72,17 @@ fn no_wait_budget_answers_the_excess_with_503_at_once() {
         let mut refused = Vec::new();
         for _ in 0..6 {
             let (i, resp) = done.recv().await.unwrap();
-            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "request {i}");
+            assert_eq!(
+                resp.status(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "request {i}"
+            );
             let body = text(&resp);
             assert!(body.contains("all 4 fiber stacks are in use"), "{body}");
-            assert!(body.contains("max_stacks"), "the 503 says what to raise: {body}");
+            assert!(
+                body.contains("max_stacks"),
+                "the 503 says what to raise: {body}"
+            );
             refused.push(i);
         }
         let s = p.stack_stats();
@@ -97,7 +112,13 @@ fn no_wait_budget_answers_the_excess_with_503_at_once() {
 fn waiting_budget_admits_every_request_as_stacks_come_back() {
     let (open, gate) = watch::channel(false);
     let peak = Arc::new(AtomicUsize::new(0));
-    let p = gated(Pipeline::builder().max_stacks(4).stack_wait(Duration::from_secs(120)), &gate, &peak);
+    let p = gated(
+        Pipeline::builder()
+            .max_stacks(4)
+            .stack_wait(Duration::from_secs(120)),
+        &gate,
+        &peak,
+    );
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt(), async {
         let mut done = spawn_all(&p, 10);
@@ -108,21 +129,37 @@ fn waiting_budget_admits_every_request_as_stacks_come_back() {
         }
         let s = p.stack_stats();
         assert_eq!((s.in_use, s.waiting), (4, 6), "{s:?}");
-        assert!(done.try_recv().is_err(), "nobody answered while stacks are all in use");
+        assert!(
+            done.try_recv().is_err(),
+            "nobody answered while stacks are all in use"
+        );
         open.send(true).unwrap();
         let mut served = Vec::new();
         for _ in 0..10 {
             let (i, resp) = done.recv().await.unwrap();
-            assert_eq!(resp.status(), StatusCode::OK, "request {i}: {}", text(&resp));
+            assert_eq!(
+                resp.status(),
+                StatusCode::OK,
+                "request {i}: {}",
+                text(&resp)
+            );
             served.push(i);
         }
         served.sort();
         assert_eq!(served, (0..10).collect::<Vec<_>>());
     });
-    assert_eq!(peak.load(Ordering::SeqCst), 4, "never more than max_stacks in use");
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        4,
+        "never more than max_stacks in use"
+    );
     let s = p.stack_stats();
     assert!(s.is_whole(), "{s:?}");
-    assert_eq!((s.allocated, s.waiting), (4, 0), "stacks were reused: {s:?}");
+    assert_eq!(
+        (s.allocated, s.waiting),
+        (4, 0),
+        "stacks were reused: {s:?}"
+    );
 }
 
 /// A bounded wait that runs out answers 503 naming the wait.
@@ -130,7 +167,13 @@ fn waiting_budget_admits_every_request_as_stacks_come_back() {
 fn wait_that_runs_out_answers_503() {
     let (open, gate) = watch::channel(false);
     let peak = Arc::new(AtomicUsize::new(0));
-    let p = gated(Pipeline::builder().max_stacks(2).stack_wait(Duration::from_millis(20)), &gate, &peak);
+    let p = gated(
+        Pipeline::builder()
+            .max_stacks(2)
+            .stack_wait(Duration::from_millis(20)),
+        &gate,
+        &peak,
+    );
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt(), async {
         let mut done = spawn_all(&p, 3);
@@ -138,7 +181,10 @@ fn wait_that_runs_out_answers_503() {
         assert_eq!(i, 2);
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
         let body = text(&resp);
-        assert!(body.contains("all 2 fiber stacks are in use") && body.contains("20ms"), "{body}");
+        assert!(
+            body.contains("all 2 fiber stacks are in use") && body.contains("20ms"),
+            "{body}"
+        );
         assert!(body.contains("stack_wait"), "{body}");
         assert_eq!(p.stack_stats().waiting, 0);
         open.send(true).unwrap();
@@ -199,7 +245,11 @@ fn shared_pool_caps_all_its_pipelines_together() {
         let mut fa = Box::pin(a.handle(req("/")));
         assert!(poll_once(fa.as_mut()).is_pending());
         let rb = b.handle(req("/")).await;
-        assert_eq!(rb.status(), StatusCode::SERVICE_UNAVAILABLE, "b found a's pool full");
+        assert_eq!(
+            rb.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "b found a's pool full"
+        );
         assert_eq!(text(&fa.await), "a");
         assert_eq!(text(&b.handle(req("/")).await), "b");
     });

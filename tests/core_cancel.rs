@@ -36,7 +36,11 @@ fn panics_here() -> usize {
 }
 
 /// Sync middleware holding a logged drop token across `get_response`.
-fn holder(c: &DropCounter, ev: &Events, name: &'static str) -> impl Fn(Request, &mut Next) -> Response + Send + Sync {
+fn holder(
+    c: &DropCounter,
+    ev: &Events,
+    name: &'static str,
+) -> impl Fn(Request, &mut Next) -> Response + Send + Sync {
     let (c, ev) = (c.clone(), ev.clone());
     move |req: Request, next: &mut Next| {
         let t = c.logged(&ev, name);
@@ -47,7 +51,11 @@ fn holder(c: &DropCounter, ev: &Events, name: &'static str) -> impl Fn(Request, 
 }
 
 /// A view that never answers, holding a logged drop token.
-fn pending_view(c: &DropCounter, ev: &Events) -> impl Fn(Request) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response>>> + Send + Sync {
+fn pending_view(
+    c: &DropCounter,
+    ev: &Events,
+) -> impl Fn(Request) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response>>> + Send + Sync
+{
     let (c, ev) = (c.clone(), ev.clone());
     move |_req: Request| {
         let t = c.logged(&ev, "view");
@@ -79,8 +87,16 @@ fn drop_while_suspended_in_get_response_unwinds_every_frame_once() {
     drop(fut);
 
     assert_eq!((outer.count(), inner.count(), view.count()), (1, 1, 1));
-    assert_eq!(ev.take(), ["drop view", "drop inner", "drop outer"], "innermost first");
-    assert_eq!(panics_here(), before, "a cancellation never reaches the panic hook");
+    assert_eq!(
+        ev.take(),
+        ["drop view", "drop inner", "drop outer"],
+        "innermost first"
+    );
+    assert_eq!(
+        panics_here(),
+        before,
+        "a cancellation never reaches the panic hook"
+    );
     let s = p.stack_stats();
     assert!(s.is_whole(), "{s:?}");
     assert_eq!(s.allocated, 1);
@@ -89,7 +105,12 @@ fn drop_while_suspended_in_get_response_unwinds_every_frame_once() {
 #[test]
 fn drop_with_two_suspended_fibers_unwinds_both_innermost_first() {
     let ev = Events::new();
-    let (s1, a, s2, view) = (DropCounter::new(), DropCounter::new(), DropCounter::new(), DropCounter::new());
+    let (s1, a, s2, view) = (
+        DropCounter::new(),
+        DropCounter::new(),
+        DropCounter::new(),
+        DropCounter::new(),
+    );
     let (ac, aev) = (a.clone(), ev.clone());
     let p = Pipeline::builder()
         .sync(holder(&s1, &ev, "s1"))
@@ -111,7 +132,10 @@ fn drop_with_two_suspended_fibers_unwinds_both_innermost_first() {
 
     drop(fut);
 
-    assert_eq!((s1.count(), a.count(), s2.count(), view.count()), (1, 1, 1, 1));
+    assert_eq!(
+        (s1.count(), a.count(), s2.count(), view.count()),
+        (1, 1, 1, 1)
+    );
     assert_eq!(ev.take(), ["drop view", "drop s2", "drop async", "drop s1"]);
     let s = p.stack_stats();
     assert!(s.is_whole(), "{s:?}");
@@ -123,7 +147,10 @@ struct Forever(#[allow(dead_code)] common::DropToken);
 
 impl std::future::Future for Forever {
     type Output = u32;
-    fn poll(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<u32> {
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<u32> {
         std::task::Poll::Pending
     }
 }
@@ -132,7 +159,12 @@ impl std::future::Future for Forever {
 fn drop_while_suspended_in_wait_drops_the_waited_future_and_frames() {
     count_panics();
     let ev = Events::new();
-    let (outer, frame, waited, view) = (DropCounter::new(), DropCounter::new(), DropCounter::new(), DropCounter::new());
+    let (outer, frame, waited, view) = (
+        DropCounter::new(),
+        DropCounter::new(),
+        DropCounter::new(),
+        DropCounter::new(),
+    );
     let (fc, wc, mev) = (frame.clone(), waited.clone(), ev.clone());
     let p = Pipeline::builder()
         .sync(holder(&outer, &ev, "outer"))
@@ -219,7 +251,11 @@ fn drop_while_suspended_in_blocking() {
         assert!(poll_once(fut.as_mut()).is_pending());
         started_rx.recv().unwrap();
         drop(fut);
-        assert_eq!(frame.count(), 1, "fiber unwound without waiting for the closure");
+        assert_eq!(
+            frame.count(),
+            1,
+            "fiber unwound without waiting for the closure"
+        );
         assert_eq!(closure.count(), 0, "the closure is still running");
         assert!(p.stack_stats().is_whole());
     });
@@ -267,7 +303,8 @@ fn middleware_swallowing_the_cancellation_still_releases_the_stack() {
     let p = Pipeline::builder()
         .sync(move |req: Request, next: &mut Next| {
             let _t = fc.token();
-            catch_unwind(AssertUnwindSafe(|| next.get_response(req))).unwrap_or_else(|_| ok("swallowed"))
+            catch_unwind(AssertUnwindSafe(|| next.get_response(req)))
+                .unwrap_or_else(|_| ok("swallowed"))
         })
         .view(|_req: Request| std::future::pending::<Response>())
         .build()

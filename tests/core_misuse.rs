@@ -24,13 +24,19 @@ fn caught<R>(f: impl FnOnce() -> R) -> String {
 fn assert_wait_hint(msg: &str) {
     assert!(msg.contains("wait()"), "{msg}");
     assert!(msg.contains("outside a suspendware fiber"), "{msg}");
-    assert!(msg.contains(".await"), "message should say to await instead: {msg}");
+    assert!(
+        msg.contains(".await"),
+        "message should say to await instead: {msg}"
+    );
 }
 
 fn assert_blocking_hint(msg: &str) {
     assert!(msg.contains("blocking()"), "{msg}");
     assert!(msg.contains("outside a suspendware fiber"), "{msg}");
-    assert!(msg.contains("spawn_blocking"), "message should point at spawn_blocking: {msg}");
+    assert!(
+        msg.contains("spawn_blocking"),
+        "message should point at spawn_blocking: {msg}"
+    );
 }
 
 #[test]
@@ -80,9 +86,10 @@ fn wait_and_blocking_in_async_view_and_middleware_are_refused() {
 
     let p = Pipeline::builder()
         .sync(|req: Request, next: &mut Next| next.get_response(req))
-        .layer_async(suspendware::named("amw", |_req: Request, _next: AsyncNext| async move {
-            blocking(|| ok("never"))
-        }))
+        .layer_async(suspendware::named(
+            "amw",
+            |_req: Request, _next: AsyncNext| async move { blocking(|| ok("never")) },
+        ))
         .view(|_req: Request| async move { ok("v") })
         .panic_handler(echo)
         .build()
@@ -146,7 +153,11 @@ fn build_without_a_view_is_an_error_that_says_what_to_call() {
 #[test]
 fn stack_size_below_the_minimum_is_refused() {
     let view = |_req: Request| async move { ok("v") };
-    let err = Pipeline::builder().view(view).stack_size(4096).build().unwrap_err();
+    let err = Pipeline::builder()
+        .view(view)
+        .stack_size(4096)
+        .build()
+        .unwrap_err();
     match err {
         BuildError::StackTooSmall { size, min } => {
             assert_eq!(size, 4096);
@@ -154,18 +165,38 @@ fn stack_size_below_the_minimum_is_refused() {
         }
         other => panic!("expected StackTooSmall, got {other:?}"),
     }
-    let msg = Pipeline::builder().view(view).stack_size(0).build().unwrap_err().to_string();
-    assert!(msg.contains("stack_size(0)") && msg.contains(&MIN_STACK_SIZE.to_string()), "{msg}");
+    let msg = Pipeline::builder()
+        .view(view)
+        .stack_size(0)
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("stack_size(0)") && msg.contains(&MIN_STACK_SIZE.to_string()),
+        "{msg}"
+    );
 
-    // The minimum itself is accepted and works.
+    // The minimum itself is accepted and is enough for a pass-through
+    // middleware and for a panic on the fiber (the panic hook, which may
+    // print a backtrace, runs on the fiber's stack). Too small a minimum
+    // aborts this whole test binary with the overflow message.
     let p = Pipeline::builder()
-        .sync(|req: Request, next: &mut Next| next.get_response(req))
+        .sync(|req: Request, next: &mut Next| {
+            if req.uri().path() == "/boom" {
+                panic!("boom at the minimum stack size");
+            }
+            next.get_response(req)
+        })
         .view(view)
         .stack_size(MIN_STACK_SIZE)
         .build()
         .unwrap();
     assert_eq!(p.stack_pool().stack_size(), MIN_STACK_SIZE);
-    assert_eq!(text(&rt().block_on(p.handle(req("/")))), "v");
+    let rt = rt();
+    assert_eq!(text(&rt.block_on(p.handle(req("/")))), "v");
+    let resp = rt.block_on(p.handle(req("/boom")));
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(p.stack_stats().is_whole());
 }
 
 #[test]

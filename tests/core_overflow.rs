@@ -45,7 +45,9 @@ fn describe(out: &Output) -> String {
 /// Child side. Without `CHILD_ENV` (a normal test run) it does nothing.
 #[test]
 fn child_process() {
-    let Ok(scenario) = std::env::var(CHILD_ENV) else { return };
+    let Ok(scenario) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let p = Pipeline::builder()
         .stack_size(64 * 1024)
         .sync(|req: Request, next: &mut Next| -> Response {
@@ -69,7 +71,9 @@ fn child_process() {
         }
         "thread" => {
             eprintln!("child: recursing on a plain thread");
-            let t = std::thread::Builder::new().name("plain".into()).stack_size(256 * 1024);
+            let t = std::thread::Builder::new()
+                .name("plain".into())
+                .stack_size(256 * 1024);
             let _ = t.spawn(|| recurse(0)).unwrap().join();
         }
         other => panic!("unknown scenario {other}"),
@@ -83,18 +87,35 @@ fn child_process() {
 fn overflow_on_a_fiber_reports_the_stack_size_and_aborts() {
     let out = run_child("child_process", "fiber");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "child should die: {}", describe(&out));
-    assert!(stderr.contains("child: recursing on a fiber"), "{}", describe(&out));
+    assert!(
+        !out.status.success(),
+        "child should die: {}",
+        describe(&out)
+    );
+    assert!(
+        stderr.contains("child: recursing on a fiber"),
+        "{}",
+        describe(&out)
+    );
     assert!(
         stderr.contains("overflowed its fiber stack of 65536 bytes"),
         "message names the stack size: {}",
         describe(&out)
     );
-    assert!(stderr.contains("stack_size("), "message says how to raise it: {}", describe(&out));
+    assert!(
+        stderr.contains("stack_size("),
+        "message says how to raise it: {}",
+        describe(&out)
+    );
     #[cfg(unix)]
     {
         use std::os::unix::process::ExitStatusExt;
-        assert_eq!(out.status.signal(), Some(libc_sigabrt()), "aborted: {}", describe(&out));
+        assert_eq!(
+            out.status.signal(),
+            Some(libc_sigabrt()),
+            "aborted: {}",
+            describe(&out)
+        );
     }
 }
 
@@ -104,14 +125,26 @@ fn overflow_on_a_fiber_reports_the_stack_size_and_aborts() {
 fn overflow_on_a_plain_thread_still_gets_std_report() {
     let out = run_child("child_process", "thread");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "child should die: {}", describe(&out));
-    assert!(stderr.contains("child: recursing on a plain thread"), "{}", describe(&out));
+    assert!(
+        !out.status.success(),
+        "child should die: {}",
+        describe(&out)
+    );
+    assert!(
+        stderr.contains("child: recursing on a plain thread"),
+        "{}",
+        describe(&out)
+    );
     assert!(
         stderr.contains("thread 'plain'") && stderr.contains("has overflowed its stack"),
         "{}",
         describe(&out)
     );
-    assert!(!stderr.contains("fiber stack"), "not blamed on a fiber: {}", describe(&out));
+    assert!(
+        !stderr.contains("fiber stack"),
+        "not blamed on a fiber: {}",
+        describe(&out)
+    );
 }
 
 /// SIGABRT's number (6 on every Linux architecture and on macOS).

@@ -3,13 +3,14 @@
 //! every frame's destructors run; the stack goes back to the pool; the
 //! thread keeps serving. A cancellation is not a panic and is not logged.
 
+mod capture;
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{header, ok, poll_once, req, rt, text, DropCounter, LogCapture};
+use common::{error_lines, header, ok, poll_once, req, rt, text, DropCounter};
 use http::StatusCode;
 use suspendware::{named, AsyncNext, Next, PanicInfo, Pipeline, Request, Response};
 
@@ -20,7 +21,8 @@ fn observer(seen: &Arc<Mutex<Vec<u16>>>) -> impl Fn(Request, &mut Next) -> Respo
     move |req: Request, next: &mut Next| {
         let mut resp = next.get_response(req);
         seen.lock().unwrap().push(resp.status().as_u16());
-        resp.headers_mut().insert("x-outer", "saw-it".parse().unwrap());
+        resp.headers_mut()
+            .insert("x-outer", "saw-it".parse().unwrap());
         resp
     }
 }
@@ -38,10 +40,13 @@ fn panic_in_sync_middleware_before_get_response() {
     let vc = view_calls.clone();
     let p = Pipeline::builder()
         .sync(observer(&seen))
-        .sync(named("boom", move |_req: Request, _next: &mut Next| -> Response {
-            let _on_stack = f.token();
-            panic!("sync middleware exploded");
-        }))
+        .sync(named(
+            "boom",
+            move |_req: Request, _next: &mut Next| -> Response {
+                let _on_stack = f.token();
+                panic!("sync middleware exploded");
+            },
+        ))
         .view(move |_req: Request| {
             vc.fetch_add(1, Ordering::SeqCst);
             async move { ok("v") }
@@ -159,7 +164,11 @@ fn panic_in_view_after_awaiting_reaches_every_outer_layer() {
     let resp = rt().block_on(p.handle(req("/")));
     assert!(is_default_500(&resp));
     assert_eq!(header(&resp, "x-async").as_deref(), Some("500"));
-    assert_eq!(*seen.lock().unwrap(), [500, 500], "both sync observers saw the 500");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [500, 500],
+        "both sync observers saw the 500"
+    );
     assert_eq!(view_local.count(), 1);
     assert!(p.stack_stats().is_whole());
 }
@@ -174,9 +183,10 @@ fn custom_panic_handler_gets_location_and_message() {
     let rt = rt();
 
     let p = Pipeline::builder()
-        .sync(named("auth", |_req: Request, _next: &mut Next| -> Response {
-            panic!("token {} invalid", 7)
-        }))
+        .sync(named(
+            "auth",
+            |_req: Request, _next: &mut Next| -> Response { panic!("token {} invalid", 7) },
+        ))
         .view(|_req: Request| async move { ok("v") })
         .panic_handler(handler)
         .build()
@@ -240,22 +250,26 @@ fn thread_keeps_serving_after_panics() {
     });
     let s = p.stack_stats();
     assert!(s.is_whole(), "{s:?}");
-    assert_eq!(s.allocated, 2, "one stack for /slow, one reused by all others: {s:?}");
+    assert_eq!(
+        s.allocated, 2,
+        "one stack for /slow, one reused by all others: {s:?}"
+    );
 }
 
 #[test]
 fn panic_is_logged_as_a_tracing_error_naming_location_and_message() {
-    let (logs, _guard) = LogCapture::install();
     let p = Pipeline::builder()
-        .sync(named("csrf", |_req: Request, _next: &mut Next| -> Response {
-            panic!("csrf token missing")
-        }))
+        .sync(named(
+            "csrf",
+            |_req: Request, _next: &mut Next| -> Response { panic!("csrf token missing") },
+        ))
         .view(|_req: Request| async move { ok("v") })
         .build()
         .unwrap();
-    let resp = rt().block_on(p.handle(req("/")));
+    let rt = rt();
+    let (logs, resp) = capture::capture(|| rt.block_on(p.handle(req("/"))));
     assert!(is_default_500(&resp));
-    let errors = logs.errors();
+    let errors = error_lines(&logs);
     assert_eq!(errors.len(), 1, "exactly one error event: {errors:?}");
     let e = &errors[0];
     assert!(e.contains(r#"panic="csrf token missing""#), "{e}");
@@ -269,7 +283,6 @@ fn panic_is_logged_as_a_tracing_error_naming_location_and_message() {
 /// that is not a panic: no error event, panic handler not called.
 #[test]
 fn cancellation_is_not_logged_or_handled_as_a_panic() {
-    let (logs, _guard) = LogCapture::install();
     let handler_calls = Arc::new(AtomicUsize::new(0));
     let hc = handler_calls.clone();
     let frames = DropCounter::new();
@@ -283,7 +296,7 @@ fn cancellation_is_not_logged_or_handled_as_a_panic() {
         })
         .sync(move |req: Request, next: &mut Next| {
             let t = f2.token();
-            let _ = suspendware::wait(tokio::time::sleep(Duration::from_secs(3600)));
+            suspendware::wait(tokio::time::sleep(Duration::from_secs(3600)));
             t.touch();
             next.get_response(req)
         })
@@ -295,16 +308,24 @@ fn cancellation_is_not_logged_or_handled_as_a_panic() {
         .build()
         .unwrap();
     let rt = rt();
-    rt.block_on(async {
-        let mut fut = Box::pin(p.handle(req("/")));
-        assert!(poll_once(fut.as_mut()).is_pending());
-        assert_eq!(p.stack_stats().in_use, 1);
-        drop(fut);
+    let (text, ()) = capture::capture(|| {
+        rt.block_on(async {
+            let mut fut = Box::pin(p.handle(req("/")));
+            assert!(poll_once(fut.as_mut()).is_pending());
+            assert_eq!(p.stack_stats().in_use, 1);
+            drop(fut);
+        })
     });
     assert_eq!(frames.count(), 2, "both frames unwound");
-    assert_eq!(handler_calls.load(Ordering::SeqCst), 0, "panic handler not called for a cancellation");
-    let text = logs.text();
-    assert!(logs.errors().is_empty(), "no error events for a cancellation:\n{text}");
+    assert_eq!(
+        handler_calls.load(Ordering::SeqCst),
+        0,
+        "panic handler not called for a cancellation"
+    );
+    assert!(
+        error_lines(&text).is_empty(),
+        "no error events for a cancellation:\n{text}"
+    );
     assert!(!text.contains("panicked"), "{text}");
     assert!(p.stack_stats().is_whole());
 }

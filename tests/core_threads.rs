@@ -42,8 +42,13 @@ fn ten_thousand_suspended_requests_share_one_thread() {
     let frames = DropCounter::new();
 
     let p = {
-        let (max_threads, arrived, peak, pipeline, gate) =
-            (max_threads.clone(), arrived.clone(), peak.clone(), pipeline.clone(), gate.clone());
+        let (max_threads, arrived, peak, pipeline, gate) = (
+            max_threads.clone(),
+            arrived.clone(),
+            peak.clone(),
+            pipeline.clone(),
+            gate.clone(),
+        );
         let frames = frames.clone();
         Pipeline::builder()
             .sync(move |req: Request, next: &mut Next| -> Response {
@@ -52,12 +57,18 @@ fn ten_thousand_suspended_requests_share_one_thread() {
                 let id = req.uri().path().to_owned();
                 let mut resp = next.get_response(req);
                 token.touch();
-                resp.headers_mut().insert("x-id", id.trim_start_matches('/').parse().unwrap());
+                resp.headers_mut()
+                    .insert("x-id", id.trim_start_matches('/').parse().unwrap());
                 resp
             })
             .view(move |req: Request| {
-                let (max_threads, arrived, peak, pipeline, gate) =
-                    (max_threads.clone(), arrived.clone(), peak.clone(), pipeline.clone(), gate.clone());
+                let (max_threads, arrived, peak, pipeline, gate) = (
+                    max_threads.clone(),
+                    arrived.clone(),
+                    peak.clone(),
+                    pipeline.clone(),
+                    gate.clone(),
+                );
                 async move {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     max_threads.fetch_max(os_threads(), Ordering::SeqCst);

@@ -1,11 +1,10 @@
 //! Helpers shared by the integration tests: runtimes, requests, drop
-//! counters, event logs, a tracing capture and a hang guard.
+//! counters, event logs and a hang guard.
 //!
 //! Each test binary uses a different subset of these.
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,12 +15,18 @@ use suspendware::{Request, Response};
 
 /// A current-thread tokio runtime with timers and I/O enabled.
 pub fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 /// A GET request for `uri`.
 pub fn req(uri: &str) -> Request {
-    http::Request::builder().uri(uri).body(Default::default()).expect("request")
+    http::Request::builder()
+        .uri(uri)
+        .body(Default::default())
+        .expect("request")
 }
 
 /// A 200 response with `body`.
@@ -36,7 +41,9 @@ pub fn text(resp: &Response) -> String {
 
 /// The value of header `name` as text, if present.
 pub fn header(resp: &Response, name: &str) -> Option<String> {
-    resp.headers().get(name).map(|v| v.to_str().expect("ascii header").to_owned())
+    resp.headers()
+        .get(name)
+        .map(|v| v.to_str().expect("ascii header").to_owned())
 }
 
 /// Counts how many [`DropToken`]s it handed out have been dropped.
@@ -50,12 +57,18 @@ impl DropCounter {
 
     /// A value whose drop increments this counter.
     pub fn token(&self) -> DropToken {
-        DropToken { counter: self.0.clone(), log: None }
+        DropToken {
+            counter: self.0.clone(),
+            log: None,
+        }
     }
 
     /// A value whose drop increments this counter and records `name` in `log`.
     pub fn logged(&self, log: &Events, name: &str) -> DropToken {
-        DropToken { counter: self.0.clone(), log: Some((log.clone(), name.to_owned())) }
+        DropToken {
+            counter: self.0.clone(),
+            log: Some((log.clone(), name.to_owned())),
+        }
     }
 
     pub fn count(&self) -> usize {
@@ -108,43 +121,13 @@ impl Events {
     }
 }
 
-/// Captures `tracing` output of the current thread into a buffer.
-#[derive(Clone, Default)]
-pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
-
-impl LogCapture {
-    /// Installs a subscriber (thread-local, all levels) writing into the
-    /// capture until the guard is dropped.
-    pub fn install() -> (LogCapture, tracing::subscriber::DefaultGuard) {
-        let cap = LogCapture::default();
-        let writer = cap.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        let guard = tracing::subscriber::set_default(subscriber);
-        (cap, guard)
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-
-    /// Lines logged at ERROR level.
-    pub fn errors(&self) -> Vec<String> {
-        self.text().lines().filter(|l| l.contains("ERROR")).map(str::to_owned).collect()
-    }
-}
-
-impl io::Write for LogCapture {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
+/// The ERROR-level lines of captured `tracing` output (see
+/// `tests/capture/mod.rs`).
+pub fn error_lines(logs: &str) -> Vec<String> {
+    logs.lines()
+        .filter(|l| l.contains(" ERROR "))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Polls `fut` once with a no-op waker.
@@ -156,7 +139,10 @@ pub fn poll_once<F: Future + ?Sized>(fut: Pin<&mut F>) -> Poll<F::Output> {
 /// Runs `f` on its own thread and fails the test if it has not finished
 /// within `limit` — turns "the runtime thread got blocked" into a failure
 /// instead of a hung test run. Panics inside `f` are propagated.
-pub fn with_deadline<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+pub fn with_deadline<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
     let (tx, rx) = std::sync::mpsc::channel();
     let th = std::thread::spawn(move || {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
