@@ -400,8 +400,10 @@ fn copy_req(req: &Request) -> Request {
 
 fn mark(resp: &mut Response, name: &str) -> u16 {
     let status = resp.status().as_u16();
-    resp.headers_mut()
-        .insert(format!("x-{name}").parse::<http::HeaderName>().unwrap(), status.into());
+    resp.headers_mut().insert(
+        format!("x-{name}").parse::<http::HeaderName>().unwrap(),
+        status.into(),
+    );
     status
 }
 
@@ -554,7 +556,8 @@ impl HookMiddleware for HookMw {
         if s.l.boom == Boom::InView {
             scripted_panic(&s.name, &s.log);
         }
-        (s.l.act == Act::ShortView).then(|| respond(view_short_status(s.i), format!("{}.view", s.name)))
+        (s.l.act == Act::ShortView)
+            .then(|| respond(view_short_status(s.i), format!("{}.view", s.name)))
     }
     fn process_exception(&self, _head: &RequestHead, exc: &ExceptionInfo) -> Option<Response> {
         let s = &self.0;
@@ -577,7 +580,12 @@ impl HookMiddleware for HookMw {
     }
 }
 
-fn build(mode: Mode, layers: &[Layer], view: ViewScript, log: &Log) -> Result<Pipeline, BuildError> {
+fn build(
+    mode: Mode,
+    layers: &[Layer],
+    view: ViewScript,
+    log: &Log,
+) -> Result<Pipeline, BuildError> {
     let mut b = Pipeline::builder().mode(mode);
     for (i, l) in layers.iter().enumerate() {
         let s = Scripted {
@@ -648,7 +656,11 @@ fn outcome(resp: &Response) -> Outcome {
 const MODES: [Mode; 4] = [Mode::Suspend, Mode::Adapt, Mode::ThreadHop, Mode::Strict];
 
 /// Runs the chain in every mode on `rt` and compares with the reference.
-fn check(rt: &tokio::runtime::Runtime, layers: &[Layer], view: ViewScript) -> Result<(), TestCaseError> {
+fn check(
+    rt: &tokio::runtime::Runtime,
+    layers: &[Layer],
+    view: ViewScript,
+) -> Result<(), TestCaseError> {
     let (want, want_events) = Reference::run(layers, view);
     let sync_names: Vec<String> = layers
         .iter()
@@ -673,17 +685,34 @@ fn check(rt: &tokio::runtime::Runtime, layers: &[Layer], view: ViewScript) -> Re
         );
         let resp = rt.block_on(pipeline.handle(common::req("/")));
         let events = log.lock().unwrap().clone();
-        prop_assert_eq!(&outcome(&resp), &want, "{:?}: response\nplan:\n{}", mode, pipeline.describe());
-        prop_assert_eq!(&events, &want_events, "{:?}: events\nplan:\n{}", mode, pipeline.describe());
+        prop_assert_eq!(
+            &outcome(&resp),
+            &want,
+            "{:?}: response\nplan:\n{}",
+            mode,
+            pipeline.describe()
+        );
+        prop_assert_eq!(
+            &events,
+            &want_events,
+            "{:?}: events\nplan:\n{}",
+            mode,
+            pipeline.describe()
+        );
         let stats = pipeline.stack_stats();
-        prop_assert!(stats.is_whole(), "{:?}: stack pool not whole: {:?}", mode, stats);
+        prop_assert!(
+            stats.is_whole(),
+            "{:?}: stack pool not whole: {:?}",
+            mode,
+            stats
+        );
     }
     Ok(())
 }
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 96,
+        cases: 128,
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
@@ -746,7 +775,11 @@ fn reference_agrees_with_a_hand_written_trace() {
     assert_eq!(events, want);
     assert_eq!(out.status, 500);
     assert_eq!(out.body, PANIC_BODY);
-    let headers: Vec<_> = out.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let headers: Vec<_> = out
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     assert_eq!(headers, [("x-m0", "500"), ("x-m1", "500"), ("x-m2", "500")]);
 
     // And the crate agrees, in every mode (Strict refuses the sync layer).
