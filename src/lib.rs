@@ -58,6 +58,7 @@ mod coro;
 mod decorators;
 mod driver;
 mod error;
+mod handoff;
 mod hooks;
 mod loom;
 mod middleware;
@@ -95,3 +96,12 @@ pub use stack_pool::{
     DEFAULT_STACK_WAIT, MIN_STACK_SIZE,
 };
 pub use trace::{enter_span, SpanGuard};
+
+/// Crate internals for the loom models in `tests/loom.rs`; exists only when
+/// built with `RUSTFLAGS="--cfg loom"`. Not an API.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod __loom {
+    pub use crate::handoff::{oneshot, Closed, Receiver, Sender};
+    pub use crate::stack_pool::{PoolCore, TryAcquire};
+}
