@@ -96,17 +96,6 @@ pub(crate) fn catch_sync(
     }
 }
 
-/// Runs `f` (a middleware's or view's `call`, which builds its future) and
-/// turns a panic in it into the handler's response: the synchronous part of
-/// a call panics before any future exists for [`CatchPanic`] to guard.
-pub(crate) fn catch_call<T>(
-    handler: &PanicHandler,
-    location: &str,
-    f: impl FnOnce() -> T,
-) -> Result<T, Response> {
-    panic::catch_unwind(AssertUnwindSafe(f)).map_err(|p| to_response(handler, location, p))
-}
-
 /// A future that turns a panic while polling its inner future into the
 /// handler's response.
 pub(crate) struct CatchPanic<'a, F: ?Sized> {
