@@ -405,3 +405,59 @@ fn pool_counters_consistent() {
         );
     });
 }
+
+/// Two requests wait for the single stack of a pool while its holder
+/// releases it: at most one gets it; if neither retry got it, `release`
+/// asked for a wake-up; the counters match what the requests hold.
+///
+/// A waiter whose retry failed stays registered (it would be waiting on
+/// the pool's `Notify`); it unregisters after the check, as
+/// `StackPool::acquire`'s guard does when it leaves.
+#[test]
+fn pool_two_waiters_one_release() {
+    loom::model(|| {
+        let core = core_with_history(1);
+        let ids = Arc::new(AtomicUsize::new(0));
+        let held = take(&core, &ids).expect("an empty pool has a slot");
+        let waiter = |core: Arc<PoolCore<usize>>, ids: Arc<AtomicUsize>| {
+            move || match take(&core, &ids) {
+                Some(s) => (Some(s), false),
+                None => {
+                    core.add_waiter();
+                    (take(&core, &ids), true)
+                }
+            }
+        };
+        let a = thread::spawn(waiter(core.clone(), ids.clone()));
+        let b = thread::spawn(waiter(core.clone(), ids.clone()));
+        let must_wake = core.release(held);
+        let (got_a, reg_a) = a.join().unwrap();
+        let (got_b, reg_b) = b.join().unwrap();
+        assert!(
+            got_a.is_none() || got_b.is_none(),
+            "one stack handed to two requests"
+        );
+        assert!(
+            got_a.unwrap_or(0) == 0 && got_b.unwrap_or(0) == 0,
+            "the one stack is reused"
+        );
+        if got_a.is_none() && got_b.is_none() {
+            assert!(
+                must_wake,
+                "lost wake-up: a free stack and two waiters, none woken"
+            );
+        }
+        for registered in [reg_a, reg_b] {
+            if registered {
+                core.remove_waiter();
+            }
+        }
+        let holding = usize::from(got_a.is_some()) + usize::from(got_b.is_some());
+        let stats = core.stats();
+        assert_eq!(
+            (stats.in_use, stats.allocated, stats.waiting),
+            (holding, 1, 0)
+        );
+        assert_eq!(stats.idle, 1 - holding);
+    });
+}

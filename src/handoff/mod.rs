@@ -44,6 +44,8 @@ pub(crate) mod state;
 
 mod receiver;
 mod sender;
+#[cfg(all(test, not(loom)))]
+mod tests;
 
 use std::fmt;
 use std::task::Waker;
