@@ -80,7 +80,8 @@ impl Chain {
                     let next = AsyncNext::new(chain.clone(), seg + 1, rctx);
                     // The call itself may panic before its future exists (the
                     // sync part of a closure): same boundary as the future.
-                    let call = panic::catch_unwind(AssertUnwindSafe(|| entry.mw.call_async(req, next)));
+                    let call =
+                        panic::catch_unwind(AssertUnwindSafe(|| entry.mw.call_async(req, next)));
                     let fut = match call {
                         Ok(fut) => fut,
                         Err(p) => return to_response(&chain.panic_handler, &entry.name, p),

@@ -202,7 +202,9 @@ impl<S> PoolCore<S> {
 
 impl<S> fmt::Debug for PoolCore<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PoolCore").field("stats", &self.stats()).finish()
+        f.debug_struct("PoolCore")
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 
