@@ -35,13 +35,38 @@ fn quiet_planned_panics() {
     });
 }
 
-fn runtime(blocking_threads: usize) -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .max_blocking_threads(blocking_threads)
-        .thread_name("storm-pool")
-        .build()
-        .unwrap()
+fn runtime(blocking_threads: usize) -> Rt {
+    Rt(Some(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .max_blocking_threads(blocking_threads)
+            .thread_name("storm-pool")
+            .build()
+            .unwrap(),
+    ))
+}
+
+/// A runtime whose drop joins its blocking threads, so that a thread left
+/// blocked hangs the test, except while a failed assertion unwinds: then
+/// the runtime is shut down in the background so the failure is reported.
+struct Rt(Option<tokio::runtime::Runtime>);
+
+impl std::ops::Deref for Rt {
+    type Target = tokio::runtime::Runtime;
+    fn deref(&self) -> &tokio::runtime::Runtime {
+        self.0.as_ref().unwrap()
+    }
+}
+
+impl Drop for Rt {
+    fn drop(&mut self) {
+        let rt = self.0.take().unwrap();
+        if std::thread::panicking() {
+            rt.shutdown_background();
+        } else {
+            drop(rt);
+        }
+    }
 }
 
 fn request(id: u64) -> Request {
@@ -390,14 +415,20 @@ fn cancel_storm_pipeline(
         .unwrap()
 }
 
-/// Polls other tasks until `done()` holds. Bounded by a number of rounds,
-/// not by time: a stuck request fails the test instead of hanging it.
+/// Polls other tasks until `done()` holds. Bounded by a number of rounds
+/// (minutes at worst, it asserts nothing about speed): a stuck request fails
+/// the test instead of hanging it.
 async fn settle(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..1_000_000 {
+    for round in 0..1_000_000u32 {
         if done() {
             return;
         }
-        tokio::task::yield_now().await;
+        if round % 100 == 99 {
+            // Let blocking-pool threads (unwinding, finishing) get a core.
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
     }
     panic!("{what} never happened");
 }
@@ -486,4 +517,88 @@ fn cancellation_storm() {
     );
     let stats = pipeline.stack_stats();
     assert!(stats.is_whole() && stats.in_use == 0, "{stats:?}");
+}
+
+/// Adapt mode: the sync layers run on a held blocking-pool thread that
+/// blocks in `get_response` (in the hand-off's `recv_blocking`) while the
+/// async view waits. Half of each round's requests are dropped there: the
+/// reply sender is dropped, the thread unwinds (every guard on it drops)
+/// and returns to the pool; the other half answer. Dropping the runtime at
+/// the end joins the pool, so a thread left blocked would hang the test.
+#[test]
+fn adapt_cancellation_storm() {
+    use suspendware::Mode;
+    const ROUNDS: u64 = 20;
+    const PER_ROUND: u64 = 32; // = admission limit: 64 threads / (1 segment + 1)
+    let c = Arc::new(Counters::default());
+    let rt = runtime(64);
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async {
+        for round in 0..ROUNDS {
+            let (open, views) = tokio::sync::watch::channel(false);
+            let (c0, c1, c2) = (c.clone(), c.clone(), c.clone());
+            let pipeline = Pipeline::builder()
+                .mode(Mode::Adapt)
+                .adapt_threads(64)
+                .sync(move |req: Request, next: &mut Next| {
+                    let _g = Guard::new(&c0);
+                    mark(next.get_response(req), "outer")
+                })
+                .sync(move |req: Request, next: &mut Next| {
+                    let _g = Guard::new(&c1);
+                    mark(next.get_response(req), "inner")
+                })
+                .view(move |req: Request| {
+                    let (c, mut views) = (c2.clone(), views.clone());
+                    async move {
+                        let _g = Guard::new(&c);
+                        c.suspended.fetch_add(1, Ordering::SeqCst);
+                        views.wait_for(|o| *o).await.expect("sender kept");
+                        Response::new(format!("ok {}", id_of(&req)).into())
+                    }
+                })
+                .build()
+                .unwrap();
+            let first = round * PER_ROUND;
+            let handles: Vec<(u64, JoinHandle<Response>)> = (first..first + PER_ROUND)
+                .map(|id| (id, tokio::task::spawn_local(pipeline.handle(request(id)))))
+                .collect();
+            let target = ((round + 1) * PER_ROUND) as usize;
+            settle("all Adapt requests in the view", || {
+                c.suspended.load(Ordering::SeqCst) == target
+            })
+            .await;
+            let (dropped, live): (Vec<_>, Vec<_>) =
+                handles.into_iter().partition(|(id, _)| id % 2 == 0);
+            for (_, h) in &dropped {
+                h.abort();
+            }
+            for (_, h) in dropped {
+                assert!(h.await.expect_err("aborted").is_cancelled());
+            }
+            open.send(true).unwrap();
+            for (id, h) in live {
+                let resp = h.await.expect("a live Adapt request panicked");
+                assert_eq!(resp.body().as_bytes(), format!("ok {id}").as_bytes());
+                assert_eq!(resp.headers()["x-trail"], "inner,outer");
+            }
+            // Cancelled threads unwind on their own time: wait for their
+            // guards (3 per request: outer, inner, view).
+            let made = ((round + 1) * PER_ROUND * 3) as usize;
+            settle("every guard of the round dropped", || {
+                c.guards_dropped.load(Ordering::SeqCst) == made
+            })
+            .await;
+        }
+    });
+    drop(local);
+    drop(rt);
+    assert_eq!(
+        c.guards_made.load(Ordering::SeqCst),
+        (ROUNDS * PER_ROUND * 3) as usize
+    );
+    assert_eq!(
+        c.guards_made.load(Ordering::SeqCst),
+        c.guards_dropped.load(Ordering::SeqCst)
+    );
 }
