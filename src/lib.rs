@@ -58,6 +58,7 @@ mod coro;
 mod decorators;
 mod driver;
 mod error;
+mod handoff;
 mod hooks;
 mod loom;
 mod middleware;
@@ -109,3 +110,12 @@ pub use stack_pool::{
 #[cfg(feature = "tower")]
 pub use tower::{BoxError, CollectResponse, RuntimeService, SuspendLayer, DEFAULT_BODY_LIMIT};
 pub use trace::{enter_span, SpanGuard};
+
+/// Crate internals for the loom models in `tests/loom.rs`; exists only when
+/// built with `RUSTFLAGS="--cfg loom"`. Not an API.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod __loom {
+    pub use crate::handoff::{oneshot, Closed, Receiver, Sender};
+    pub use crate::stack_pool::{PoolCore, TryAcquire};
+}
