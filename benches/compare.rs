@@ -35,7 +35,10 @@ use cell::{CellResult, CellSpec};
 use report::Run;
 
 fn main() {
-    let argv: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let argv: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     if argv.first().map(String::as_str) == Some("--child") {
         let spec = CellSpec::from_args(&argv[1..]).unwrap_or_else(|| {
             eprintln!("compare --child: bad arguments {argv:?}");
@@ -81,7 +84,12 @@ fn run_child(spec: &CellSpec) -> Result<CellResult, String> {
         }
     }
     let mut out = String::new();
-    child.stdout.take().expect("piped stdout").read_to_string(&mut out).map_err(|e| e.to_string())?;
+    child
+        .stdout
+        .take()
+        .expect("piped stdout")
+        .read_to_string(&mut out)
+        .map_err(|e| e.to_string())?;
     out.lines()
         .find_map(CellResult::parse)
         .ok_or_else(|| format!("child printed no result (stdout: {out:?})"))
@@ -90,22 +98,33 @@ fn run_child(spec: &CellSpec) -> Result<CellResult, String> {
 fn first_line_of(path: &str, prefix: &str) -> String {
     std::fs::read_to_string(path)
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with(prefix)).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(prefix))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown".into())
 }
 
 fn read_trim(path: &str) -> String {
-    std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into())
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 fn orchestrate(o: &Options) -> i32 {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let mut facts: Vec<(&str, String)> = vec![
         ("cores", cores.to_string()),
         ("cpu", first_line_of("/proc/cpuinfo", "model name")),
         ("kernel", read_trim("/proc/sys/kernel/osrelease")),
         ("vm_max_map_count", suspendware::max_map_count().to_string()),
-        ("stack_budget", suspendware::default_stack_budget().to_string()),
+        (
+            "stack_budget",
+            suspendware::default_stack_budget().to_string(),
+        ),
         ("loadavg_start", read_trim("/proc/loadavg")),
         ("k", o.k.to_string()),
         ("secs_per_cell", o.secs.to_string()),
@@ -123,7 +142,10 @@ fn orchestrate(o: &Options) -> i32 {
         o.secs,
         o.repeats
     );
-    if o.ns.iter().any(|&n| n > suspendware::default_stack_budget()) {
+    if o.ns
+        .iter()
+        .any(|&n| n > suspendware::default_stack_budget())
+    {
         eprintln!(
             "note: N above the stack budget ({}, from vm.max_map_count={}): suspend-mode requests beyond it wait for a \
              stack (the table shows peak stacks and waiters)",
@@ -141,10 +163,23 @@ fn orchestrate(o: &Options) -> i32 {
             for &d_ms in &o.ds {
                 // Rotate the mode order so no mode always runs first.
                 let rot = (repeat + i) % o.modes.len();
-                let order: Vec<_> = o.modes.iter().cycle().skip(rot).take(o.modes.len()).copied().collect();
+                let order: Vec<_> = o
+                    .modes
+                    .iter()
+                    .cycle()
+                    .skip(rot)
+                    .take(o.modes.len())
+                    .copied()
+                    .collect();
                 for mode in order {
                     i += 1;
-                    let spec = CellSpec { mode, n, d_ms, secs: o.secs, k: o.k };
+                    let spec = CellSpec {
+                        mode,
+                        n,
+                        d_ms,
+                        secs: o.secs,
+                        k: o.k,
+                    };
                     match run_child(&spec) {
                         Ok(result) => {
                             eprintln!(
@@ -155,11 +190,18 @@ fn orchestrate(o: &Options) -> i32 {
                                 result.get("peak_threads"),
                                 result.get("peak_rss_mib"),
                             );
-                            runs.push(Run { spec, repeat, result });
+                            runs.push(Run {
+                                spec,
+                                repeat,
+                                result,
+                            });
                         }
                         Err(e) => {
                             failures += 1;
-                            eprintln!("[{i:>3}/{total}] {} N={n} D={d_ms}: FAILED: {e}", mode.name());
+                            eprintln!(
+                                "[{i:>3}/{total}] {} N={n} D={d_ms}: FAILED: {e}",
+                                mode.name()
+                            );
                         }
                     }
                 }

@@ -24,7 +24,10 @@ use common::{Flavor, ThreadHold, ViewKind};
 const LAYERS: [usize; 3] = [1, 5, 10];
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 /// Times `iters` sequential calls of `one` inside one `block_on`, so the
@@ -48,7 +51,9 @@ fn raw_switch(c: &mut Criterion) {
     let mut co: Coroutine<(), (), ()> = Coroutine::new(|y: &Yielder<(), ()>, ()| loop {
         y.suspend(());
     });
-    c.bench_function("switch/corosensei_resume_suspend", |b| b.iter(|| black_box(co.resume(()))));
+    c.bench_function("switch/corosensei_resume_suspend", |b| {
+        b.iter(|| black_box(co.resume(())))
+    });
 }
 
 /// One fiber started, run to completion and its stack given back: from the
@@ -56,7 +61,21 @@ fn raw_switch(c: &mut Criterion) {
 fn lifecycle(c: &mut Criterion) {
     let pool = StackPool::new(DEFAULT_STACK_SIZE, 4, Duration::ZERO);
     let mut g = c.benchmark_group("fiber_lifecycle");
-    g.bench_function("pooled_stack", |b| b.iter(|| suspendware::__bench::fiber_lifecycle_pooled(&pool)));
+    g.bench_function("pooled_stack", |b| {
+        b.iter(|| suspendware::__bench::fiber_lifecycle_pooled(&pool))
+    });
+    // The floor: corosensei alone on one reused stack (no pool accounting,
+    // no thread-local bookkeeping, no overflow guard registration).
+    let mut stack = Some(corosensei::stack::DefaultStack::new(DEFAULT_STACK_SIZE).expect("stack"));
+    g.bench_function("corosensei_reused_stack", |b| {
+        b.iter(|| {
+            let s = stack.take().expect("stack");
+            let mut co: Coroutine<(), (), u32, _> =
+                Coroutine::with_stack(s, |_: &Yielder<(), ()>, ()| 7);
+            black_box(co.resume(()));
+            stack = Some(co.into_stack());
+        })
+    });
     g.bench_function("fresh_mmap_stack", |b| {
         b.iter(|| suspendware::__bench::fiber_lifecycle_fresh(DEFAULT_STACK_SIZE))
     });
@@ -119,6 +138,11 @@ where
 fn per_request(c: &mut Criterion) {
     let rt = runtime();
     let mut g = c.benchmark_group("request");
+    // K=0: building the request and calling the instant view, which every
+    // mode below pays too.
+    g.bench_with_input(BenchmarkId::new("bare_view", 0), &0, |b, _| {
+        b.iter_custom(|n| timed_loop(&rt, n, || ViewKind::Instant.run(common::request())))
+    });
     for k in LAYERS {
         let sync = common::pipeline(Flavor::Suspend, k, false, ViewKind::Instant);
         g.bench_with_input(BenchmarkId::new("suspend_sync", k), &k, |b, _| {
@@ -137,9 +161,11 @@ fn per_request(c: &mut Criterion) {
             })
         });
         let hold = rt.block_on(async { ThreadHold::new(k, false, ViewKind::Instant) });
-        g.bench_with_input(BenchmarkId::new("thread_hold_spawn_blocking", k), &k, |b, _| {
-            b.iter_custom(|n| timed_loop(&rt, n, || hold.handle(common::request())))
-        });
+        g.bench_with_input(
+            BenchmarkId::new("thread_hold_spawn_blocking", k),
+            &k,
+            |b, _| b.iter_custom(|n| timed_loop(&rt, n, || hold.handle(common::request()))),
+        );
     }
     g.finish();
 }
@@ -180,15 +206,21 @@ fn bridge(c: &mut Criterion) {
     let ready = op_pipeline(|| {
         black_box(suspendware::wait(std::future::ready(black_box(1u32))));
     });
-    g.bench_function("wait_ready_future", |b| b.iter_custom(|n| on_fiber(&rt, &ready, n)));
+    g.bench_function("wait_ready_future", |b| {
+        b.iter_custom(|n| on_fiber(&rt, &ready, n))
+    });
     // Pending once: the fiber suspends, the task is re-polled by the
     // runtime, the driver resumes the fiber (a full suspend/resume cycle).
     let yielding = op_pipeline(|| suspendware::wait(tokio::task::yield_now()));
-    g.bench_function("wait_yield_once", |b| b.iter_custom(|n| on_fiber(&rt, &yielding, n)));
+    g.bench_function("wait_yield_once", |b| {
+        b.iter_custom(|n| on_fiber(&rt, &yielding, n))
+    });
     let blocking = op_pipeline(|| {
         black_box(suspendware::blocking(|| black_box(1u32)));
     });
-    g.bench_function("blocking_round_trip", |b| b.iter_custom(|n| on_fiber(&rt, &blocking, n)));
+    g.bench_function("blocking_round_trip", |b| {
+        b.iter_custom(|n| on_fiber(&rt, &blocking, n))
+    });
     g.finish();
 }
 

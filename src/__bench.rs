@@ -43,5 +43,7 @@ fn run_once(stack: DefaultStack, stack_size: usize) -> DefaultStack {
         FiberStep::Done(resp) => drop(resp),
         FiberStep::Suspended(_) => unreachable!("the bench fiber never suspends"),
     }
-    fiber.into_stack().expect("a finished fiber gives its stack back")
+    fiber
+        .into_stack()
+        .expect("a finished fiber gives its stack back")
 }

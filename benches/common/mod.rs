@@ -56,7 +56,8 @@ impl ViewKind {
 /// A request as every mode receives it.
 pub fn request() -> Request {
     let mut req = Request::new(Body::empty());
-    req.headers_mut().insert(HOST, HeaderValue::from_static("bench.local"));
+    req.headers_mut()
+        .insert(HOST, HeaderValue::from_static("bench.local"));
     req
 }
 
@@ -72,7 +73,8 @@ pub fn pre(work: bool, req: &Request) {
 #[inline]
 pub fn post(work: bool, resp: &mut Response) {
     if work {
-        resp.headers_mut().append(X_MW, HeaderValue::from_static("1"));
+        resp.headers_mut()
+            .append(X_MW, HeaderValue::from_static("1"));
     }
 }
 
@@ -88,7 +90,8 @@ pub fn sync_layer(work: bool, req: Request, next: impl FnOnce(Request) -> Respon
 /// Adds `k` blocking-style layers (suspendware `SyncMiddleware`).
 pub fn add_sync_layers(mut b: PipelineBuilder, k: usize, work: bool) -> PipelineBuilder {
     for i in 0..k {
-        let mw = move |req: Request, next: &mut Next| sync_layer(work, req, |r| next.get_response(r));
+        let mw =
+            move |req: Request, next: &mut Next| sync_layer(work, req, |r| next.get_response(r));
         b = b.sync(suspendware::named(format!("sync{i}"), mw));
     }
     b
@@ -125,7 +128,9 @@ pub fn pipeline(flavor: Flavor, k: usize, work: bool, view: ViewKind) -> Pipelin
         Flavor::Suspend => add_sync_layers(b, k, work),
         Flavor::Async => add_async_layers(b, k, work),
     };
-    b.view(move |req: Request| view.run(req)).build().expect("bench pipeline builds")
+    b.view(move |req: Request| view.run(req))
+        .build()
+        .expect("bench pipeline builds")
 }
 
 /// The thread-hold baseline (the asgiref / `spawn_blocking` model):
@@ -145,7 +150,12 @@ pub struct ThreadHold {
 impl ThreadHold {
     /// `k` layers around `view`, on the current runtime's blocking pool.
     pub fn new(k: usize, work: bool, view: ViewKind) -> ThreadHold {
-        ThreadHold { k, work, view, rt: tokio::runtime::Handle::current() }
+        ThreadHold {
+            k,
+            work,
+            view,
+            rt: tokio::runtime::Handle::current(),
+        }
     }
 
     /// Handles one request (a `Send` future).
@@ -168,7 +178,12 @@ impl ThreadHold {
     }
 }
 
-fn run_layers(left: usize, work: bool, req: Request, inner: &mut dyn FnMut(Request) -> Response) -> Response {
+fn run_layers(
+    left: usize,
+    work: bool,
+    req: Request,
+    inner: &mut dyn FnMut(Request) -> Response,
+) -> Response {
     if left == 0 {
         return inner(req);
     }

@@ -31,7 +31,11 @@ pub struct Options {
 fn list<T: std::str::FromStr>(flag: &str, v: &str) -> Result<Vec<T>, String> {
     v.split(',')
         .filter(|s| !s.is_empty())
-        .map(|s| s.trim().parse::<T>().map_err(|_| format!("{flag}: cannot parse {s:?}")))
+        .map(|s| {
+            s.trim()
+                .parse::<T>()
+                .map_err(|_| format!("{flag}: cannot parse {s:?}"))
+        })
         .collect()
 }
 
@@ -41,7 +45,11 @@ impl Options {
     pub fn parse(args: &[String]) -> Result<Options, String> {
         let quick = args.iter().any(|a| a == "--quick");
         let mut o = Options {
-            ns: if quick { vec![100, 1_000, 10_000] } else { vec![100, 1_000, 10_000, 30_000] },
+            ns: if quick {
+                vec![100, 1_000, 10_000]
+            } else {
+                vec![100, 1_000, 10_000, 30_000]
+            },
             ds: vec![0, 20],
             modes: Mode::ALL.to_vec(),
             repeats: 3,
@@ -58,17 +66,25 @@ impl Options {
             if a == "--help" || a == "-h" {
                 return Err(String::new());
             }
-            let mut value = || it.next().cloned().ok_or_else(|| format!("{a} needs a value"));
+            let mut value = || {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| format!("{a} needs a value"))
+            };
             match a.as_str() {
                 "--n" => o.ns = list(a, &value()?)?,
                 "--d" => o.ds = list(a, &value()?)?,
                 "--modes" => {
                     o.modes = value()?
                         .split(',')
-                        .map(|s| Mode::parse(s).ok_or_else(|| format!("--modes: unknown mode {s:?}")))
+                        .map(|s| {
+                            Mode::parse(s).ok_or_else(|| format!("--modes: unknown mode {s:?}"))
+                        })
                         .collect::<Result<_, _>>()?
                 }
-                "--repeats" => o.repeats = value()?.parse().map_err(|_| "--repeats: not a number")?,
+                "--repeats" => {
+                    o.repeats = value()?.parse().map_err(|_| "--repeats: not a number")?
+                }
                 "--secs" => o.secs = value()?.parse().map_err(|_| "--secs: not a number")?,
                 "--k" => o.k = value()?.parse().map_err(|_| "--k: not a number")?,
                 "--out" => o.out = PathBuf::from(value()?),

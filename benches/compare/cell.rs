@@ -136,13 +136,20 @@ async fn client(handler: Rc<Handler>, tally: Rc<RefCell<Tally>>, deadline: Insta
 /// futures are `!Send`; the thread-hold mode adds tokio's blocking pool,
 /// 512 threads at most).
 pub fn run(spec: &CellSpec) -> CellResult {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, measure(spec))
 }
 
 async fn measure(spec: &CellSpec) -> CellResult {
-    let handler = Rc::new(Handler::new(spec.mode, spec.k, ViewKind::from_ms(spec.d_ms)));
+    let handler = Rc::new(Handler::new(
+        spec.mode,
+        spec.k,
+        ViewKind::from_ms(spec.d_ms),
+    ));
     let _ = handler.handle(common::request()).await;
     let base_threads = probe::status_field("Threads");
     let base_rss = probe::status_field("VmRSS");
@@ -161,7 +168,11 @@ async fn measure(spec: &CellSpec) -> CellResult {
             (s.in_use, s.waiting)
         }) as StackProbe
     });
-    let tally = Rc::new(RefCell::new(Tally { requests: 0, errors: 0, hist: Histogram::new() }));
+    let tally = Rc::new(RefCell::new(Tally {
+        requests: 0,
+        errors: 0,
+        hist: Histogram::new(),
+    }));
     let sampler = Sampler::start(Duration::from_millis(2), stacks);
 
     let cpu0 = probe::cpu_time();
@@ -193,7 +204,10 @@ async fn measure(spec: &CellSpec) -> CellResult {
     f.insert("peak_threads", peaks.threads.max(base_threads) as f64);
     f.insert("base_rss_mib", base_rss as f64 / 1024.0);
     f.insert("peak_rss_mib", hwm as f64 / 1024.0);
-    f.insert("rss_per_req_kib", hwm.saturating_sub(base_rss) as f64 / spec.n as f64);
+    f.insert(
+        "rss_per_req_kib",
+        hwm.saturating_sub(base_rss) as f64 / spec.n as f64,
+    );
     f.insert("peak_stacks", peaks.stacks_in_use as f64);
     f.insert("peak_stack_waiters", peaks.stack_waiters as f64);
     CellResult { fields: f }

@@ -18,7 +18,10 @@ pub struct Histogram {
 impl Histogram {
     /// An empty histogram.
     pub fn new() -> Histogram {
-        Histogram { counts: vec![0; BUCKETS], total: 0 }
+        Histogram {
+            counts: vec![0; BUCKETS],
+            total: 0,
+        }
     }
 
     fn bucket(ns: u64) -> usize {

@@ -20,7 +20,14 @@ const COLORS: [RGBColor; 6] = [
 type PlotResult = Result<(), Box<dyn std::error::Error>>;
 
 /// Draws `compare.svg`-style charts into `path`.
-pub fn draw(path: &Path, s: &[Summary], ns: &[usize], ds: &[u64], modes: &[Mode], k: usize) -> PlotResult {
+pub fn draw(
+    path: &Path,
+    s: &[Summary],
+    ns: &[usize],
+    ds: &[u64],
+    modes: &[Mode],
+    k: usize,
+) -> PlotResult {
     let rows = ds.len();
     let root = SVGBackend::new(path, (1200, 400 * rows as u32)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -28,9 +35,12 @@ pub fn draw(path: &Path, s: &[Summary], ns: &[usize], ds: &[u64], modes: &[Mode]
     let xmin = *ns.iter().min().unwrap_or(&1) as f64;
     let xmax = *ns.iter().max().unwrap_or(&1) as f64;
     for (ri, &d) in ds.iter().enumerate() {
-        for (ci, (field, what)) in [("throughput_rps", "requests/s"), ("peak_threads", "peak OS threads")]
-            .into_iter()
-            .enumerate()
+        for (ci, (field, what)) in [
+            ("throughput_rps", "requests/s"),
+            ("peak_threads", "peak OS threads"),
+        ]
+        .into_iter()
+        .enumerate()
         {
             let pts = |m: Mode| -> Vec<(f64, f64)> {
                 s.iter()
@@ -41,14 +51,25 @@ pub fn draw(path: &Path, s: &[Summary], ns: &[usize], ds: &[u64], modes: &[Mode]
             };
             let all: Vec<f64> = modes.iter().flat_map(|&m| pts(m)).map(|p| p.1).collect();
             let ymax = all.iter().copied().fold(1.0f64, f64::max) * 2.0;
-            let ymin = (all.iter().copied().fold(f64::INFINITY, f64::min) / 2.0).clamp(0.5, ymax / 4.0);
-            let view = if d == 0 { "view yields once".to_string() } else { format!("view awaits {d} ms") };
+            let ymin =
+                (all.iter().copied().fold(f64::INFINITY, f64::min) / 2.0).clamp(0.5, ymax / 4.0);
+            let view = if d == 0 {
+                "view yields once".to_string()
+            } else {
+                format!("view awaits {d} ms")
+            };
             let mut chart = ChartBuilder::on(&areas[ri * 2 + ci])
-                .caption(format!("{what}, K={k} sync layers, {view}"), ("sans-serif", 18))
+                .caption(
+                    format!("{what}, K={k} sync layers, {view}"),
+                    ("sans-serif", 18),
+                )
                 .margin(12)
                 .x_label_area_size(40)
                 .y_label_area_size(70)
-                .build_cartesian_2d((xmin * 0.8..xmax * 1.25).log_scale(), (ymin..ymax).log_scale())?;
+                .build_cartesian_2d(
+                    (xmin * 0.8..xmax * 1.25).log_scale(),
+                    (ymin..ymax).log_scale(),
+                )?;
             chart
                 .configure_mesh()
                 .x_desc("concurrent requests N")
@@ -62,7 +83,9 @@ pub fn draw(path: &Path, s: &[Summary], ns: &[usize], ds: &[u64], modes: &[Mode]
                 chart
                     .draw_series(LineSeries::new(p.clone(), color.stroke_width(2)))?
                     .label(m.name())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                    });
                 chart.draw_series(p.into_iter().map(|xy| Circle::new(xy, 3, color.filled())))?;
             }
             chart

@@ -44,16 +44,26 @@ pub fn summarize(runs: &[Run], ns: &[usize], ds: &[u64], modes: &[Mode]) -> Vec<
     for &d in ds {
         for &n in ns {
             for &mode in modes {
-                let mine: Vec<&Run> =
-                    runs.iter().filter(|r| r.spec.mode == mode && r.spec.n == n && r.spec.d_ms == d).collect();
+                let mine: Vec<&Run> = runs
+                    .iter()
+                    .filter(|r| r.spec.mode == mode && r.spec.n == n && r.spec.d_ms == d)
+                    .collect();
                 if mine.is_empty() {
                     continue;
                 }
                 let mut median_result = CellResult::default();
                 for f in FIELDS {
-                    median_result.fields.insert(f, median(mine.iter().map(|r| r.result.get(f)).collect()));
+                    median_result
+                        .fields
+                        .insert(f, median(mine.iter().map(|r| r.result.get(f)).collect()));
                 }
-                out.push(Summary { mode, n, d_ms: d, runs: mine.len(), median: median_result });
+                out.push(Summary {
+                    mode,
+                    n,
+                    d_ms: d,
+                    runs: mine.len(),
+                    median: median_result,
+                });
             }
         }
     }
@@ -66,7 +76,10 @@ fn find(s: &[Summary], mode: Mode, n: usize, d: u64) -> Option<&Summary> {
 
 fn ratio(s: &[Summary], x: &Summary, base: Mode) -> String {
     match find(s, base, x.n, x.d_ms) {
-        Some(b) => format!("{:.2}×", x.median.get("throughput_rps") / b.median.get("throughput_rps")),
+        Some(b) => format!(
+            "{:.2}×",
+            x.median.get("throughput_rps") / b.median.get("throughput_rps")
+        ),
         None => "–".into(),
     }
 }
@@ -75,7 +88,11 @@ fn ratio(s: &[Summary], x: &Summary, base: Mode) -> String {
 pub fn markdown(s: &[Summary], ds: &[u64], k: usize) -> String {
     let mut md = String::new();
     for &d in ds {
-        let view = if d == 0 { "view yields once (D=0)".to_string() } else { format!("view awaits {d} ms") };
+        let view = if d == 0 {
+            "view yields once (D=0)".to_string()
+        } else {
+            format!("view awaits {d} ms")
+        };
         let _ = writeln!(md, "\n#### K={k} sync middleware, {view} (medians)\n");
         md.push_str(
             "| N | mode | req/s | vs native | p50 ms | p99 ms | CPU µs/req | peak threads | peak RSS MiB \
@@ -85,7 +102,11 @@ pub fn markdown(s: &[Summary], ds: &[u64], k: usize) -> String {
         for x in s.iter().filter(|x| x.d_ms == d) {
             let m = &x.median;
             let stacks = if m.get("peak_stacks") > 0.0 {
-                format!("{:.0} ({:.0})", m.get("peak_stacks"), m.get("peak_stack_waiters"))
+                format!(
+                    "{:.0} ({:.0})",
+                    m.get("peak_stacks"),
+                    m.get("peak_stack_waiters")
+                )
             } else {
                 "–".into()
             };
@@ -112,7 +133,12 @@ pub fn markdown(s: &[Summary], ds: &[u64], k: usize) -> String {
 
 /// Writes `runs.csv` (every run), `summary.csv` and `summary.json` (medians
 /// plus the machine facts) into `dir`.
-pub fn write_files(dir: &Path, runs: &[Run], s: &[Summary], facts: &[(&str, String)]) -> std::io::Result<()> {
+pub fn write_files(
+    dir: &Path,
+    runs: &[Run],
+    s: &[Summary],
+    facts: &[(&str, String)],
+) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut csv = String::from("mode,n,d_ms,repeat");
     for f in FIELDS {
@@ -122,7 +148,14 @@ pub fn write_files(dir: &Path, runs: &[Run], s: &[Summary], facts: &[(&str, Stri
     csv.push('\n');
     let mut sum_csv = csv.replace(",repeat", ",runs");
     for r in runs {
-        let _ = write!(csv, "{},{},{},{}", r.spec.mode.name(), r.spec.n, r.spec.d_ms, r.repeat);
+        let _ = write!(
+            csv,
+            "{},{},{},{}",
+            r.spec.mode.name(),
+            r.spec.n,
+            r.spec.d_ms,
+            r.repeat
+        );
         for f in FIELDS {
             let _ = write!(csv, ",{}", r.result.get(f));
         }
@@ -146,7 +179,14 @@ pub fn write_files(dir: &Path, runs: &[Run], s: &[Summary], facts: &[(&str, Stri
     js.push_str("\n  },\n  \"cells\": [");
     for (i, x) in s.iter().enumerate() {
         let sep = if i == 0 { "" } else { "," };
-        let _ = write!(js, "{sep}\n    {{\"mode\": \"{}\", \"n\": {}, \"d_ms\": {}, \"runs\": {}", x.mode.name(), x.n, x.d_ms, x.runs);
+        let _ = write!(
+            js,
+            "{sep}\n    {{\"mode\": \"{}\", \"n\": {}, \"d_ms\": {}, \"runs\": {}",
+            x.mode.name(),
+            x.n,
+            x.d_ms,
+            x.runs
+        );
         for f in FIELDS {
             let v = x.median.get(f);
             if v.is_finite() {
