@@ -160,6 +160,18 @@ fn per_request(c: &mut Criterion) {
                 _ => unreachable!("no tower chain for k={k}"),
             })
         });
+        for (name, flavor) in [
+            ("adapt", Flavor::Adapt),
+            ("thread_hop_hooks", Flavor::ThreadHop),
+            ("suspend_hooks", Flavor::SuspendHooks),
+            ("hybrid", Flavor::Hybrid),
+            ("alternating_sync_async", Flavor::Alternating),
+        ] {
+            let p = common::pipeline(flavor, k, false, ViewKind::Instant);
+            g.bench_with_input(BenchmarkId::new(name, k), &k, |b, _| {
+                b.iter_custom(|n| timed_loop(&rt, n, || p.handle(common::request())))
+            });
+        }
         let hold = rt.block_on(async { ThreadHold::new(k, false, ViewKind::Instant) });
         g.bench_with_input(
             BenchmarkId::new("thread_hold_spawn_blocking", k),

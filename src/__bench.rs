@@ -38,7 +38,9 @@ pub fn fiber_lifecycle_fresh(stack_size: usize) {
 }
 
 fn run_once(stack: DefaultStack, stack_size: usize) -> DefaultStack {
-    let mut fiber = Fiber::new(stack, stack_size, || Response::new(crate::Body::empty()));
+    let mut fiber = Fiber::new(stack, stack_size, None, || {
+        Response::new(crate::Body::empty())
+    });
     match fiber.resume(Waker::noop(), Resumed::Poll) {
         FiberStep::Done(resp) => drop(resp),
         FiberStep::Suspended(_) => unreachable!("the bench fiber never suspends"),

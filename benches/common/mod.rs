@@ -12,7 +12,10 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue, HOST};
-use suspendware::{AsyncNext, Body, Next, Pipeline, PipelineBuilder, Request, Response};
+use suspendware::{
+    AsyncNext, Body, Capabilities, HookMiddleware, LocalBoxFuture, Middleware, Mode, Next,
+    Pipeline, PipelineBuilder, Request, RequestHead, Response,
+};
 
 /// The header each working layer appends to the response.
 pub const X_MW: HeaderName = HeaderName::from_static("x-mw");
@@ -112,6 +115,60 @@ pub fn add_async_layers(mut b: PipelineBuilder, k: usize, work: bool) -> Pipelin
     b
 }
 
+/// The same logic as Django-style hook middleware: `pre` in
+/// `process_request`, `post` in `process_response`.
+pub struct HookLayer {
+    work: bool,
+}
+
+impl HookMiddleware for HookLayer {
+    fn process_request(&self, req: &mut Request) -> Option<Response> {
+        pre(self.work, req);
+        None
+    }
+    fn process_response(&self, _head: &RequestHead, mut resp: Response) -> Response {
+        post(self.work, &mut resp);
+        resp
+    }
+    fn name(&self) -> &str {
+        "hook"
+    }
+}
+
+/// Adds `k` hook middleware.
+pub fn add_hook_layers(mut b: PipelineBuilder, k: usize, work: bool) -> PipelineBuilder {
+    for _ in 0..k {
+        b = b.hooks(HookLayer { work });
+    }
+    b
+}
+
+/// The same logic as a hybrid (sync and async implementations; the planner
+/// picks one per pipeline).
+pub struct HybridLayer {
+    work: bool,
+}
+
+impl Middleware for HybridLayer {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::BOTH
+    }
+    fn call_sync(&self, req: Request, next: &mut Next<'_>) -> Response {
+        sync_layer(self.work, req, |r| next.get_response(r))
+    }
+    fn call_async<'a>(&'a self, req: Request, next: AsyncNext) -> LocalBoxFuture<'a, Response> {
+        Box::pin(async move {
+            pre(self.work, &req);
+            let mut resp = next.run(req).await;
+            post(self.work, &mut resp);
+            resp
+        })
+    }
+    fn name(&self) -> &str {
+        "hybrid"
+    }
+}
+
 /// How a pipeline's middleware is written and run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavor {
@@ -119,6 +176,19 @@ pub enum Flavor {
     Suspend,
     /// The same logic as async middleware.
     Async,
+    /// Sync middleware in `Mode::Adapt` (a blocking-pool thread held per
+    /// request while the view runs).
+    Adapt,
+    /// Hook middleware in `Mode::ThreadHop` (each hook one hop to the
+    /// blocking pool, Django 3.1's model).
+    ThreadHop,
+    /// Hook middleware in `Mode::Suspend` (hooks run on the fiber).
+    SuspendHooks,
+    /// Hybrid middleware (sync + async implementations), default mode.
+    Hybrid,
+    /// Sync and async middleware alternating (sync first), default mode:
+    /// the worst case for switches, one fiber per sync layer.
+    Alternating,
 }
 
 /// `k` layers of `flavor` around the view.
@@ -127,6 +197,17 @@ pub fn pipeline(flavor: Flavor, k: usize, work: bool, view: ViewKind) -> Pipelin
     let b = match flavor {
         Flavor::Suspend => add_sync_layers(b, k, work),
         Flavor::Async => add_async_layers(b, k, work),
+        Flavor::Adapt => add_sync_layers(b, k, work).mode(Mode::Adapt),
+        Flavor::ThreadHop => add_hook_layers(b, k, work).mode(Mode::ThreadHop),
+        Flavor::SuspendHooks => add_hook_layers(b, k, work),
+        Flavor::Hybrid => (0..k).fold(b, |b, _| b.middleware(HybridLayer { work })),
+        Flavor::Alternating => (0..k).fold(b, |b, i| {
+            if i % 2 == 0 {
+                add_sync_layers(b, 1, work)
+            } else {
+                add_async_layers(b, 1, work)
+            }
+        }),
     };
     b.view(move |req: Request| view.run(req))
         .build()
@@ -137,8 +218,9 @@ pub fn pipeline(flavor: Flavor, k: usize, work: bool, view: ViewKind) -> Pipelin
 /// each request's `k` sync layers run on one blocking-pool thread, which
 /// blocks on a channel while the async view runs on the runtime.
 ///
-/// Stand-in until `Mode::Adapt` lands; it must be created inside a tokio
-/// runtime (it keeps the runtime's handle to spawn the view).
+/// A hand-made cross-check of `Mode::Adapt` (no admission control, no
+/// request context): it must be created inside a tokio runtime (it keeps
+/// the runtime's handle to spawn the view).
 #[derive(Clone, Debug)]
 pub struct ThreadHold {
     k: usize,

@@ -9,7 +9,8 @@ usage: cargo bench --bench compare -- [options]
   --quick            short form: N=100,1000,10000, 0.3 s per cell, 3 repeats (well under a minute)
   --n LIST           concurrent requests, comma-separated (default 100,1000,10000,30000)
   --d LIST           view delays in ms, comma-separated; 0 = yield once (default 0,20)
-  --modes LIST       modes to run (default: all): suspend,native_async,thread_hold
+  --modes LIST       modes to run (default suspend,native_async,adapt,thread_hop;
+                     thread_hold = a hand-made spawn_blocking chain, a cross-check of adapt)
   --repeats R        runs of every cell; medians are reported (default 3)
   --secs S           load duration of one cell, seconds (default 1.0)
   --k K              sync middleware layers (default 5)
@@ -51,7 +52,7 @@ impl Options {
                 vec![100, 1_000, 10_000, 30_000]
             },
             ds: vec![0, 20],
-            modes: Mode::ALL.to_vec(),
+            modes: Mode::DEFAULT.to_vec(),
             repeats: 3,
             secs: if quick { 0.3 } else { 1.0 },
             k: 5,

@@ -15,20 +15,38 @@ pub enum Mode {
     Suspend,
     /// The same logic written as async middleware: the native floor.
     Async,
-    /// Each request's sync middleware holds a blocking-pool thread while the
-    /// view runs (stand-in for `Mode::Adapt`).
+    /// `Mode::Adapt`: each request's sync middleware holds a blocking-pool
+    /// thread while the view runs (asgiref's `sync_to_async` model).
+    Adapt,
+    /// `Mode::ThreadHop` with the same logic as hook middleware: every hook
+    /// is its own hop to the blocking pool (Django 3.1's ASGI model).
+    ThreadHop,
+    /// A hand-made thread-hold chain (`spawn_blocking` + channel), a
+    /// cross-check of `Adapt`; not run unless asked for.
     ThreadHold,
 }
 
 impl Mode {
     /// Every mode, in the order they are reported.
-    pub const ALL: &'static [Mode] = &[Mode::Suspend, Mode::Async, Mode::ThreadHold];
+    pub const ALL: &'static [Mode] = &[
+        Mode::Suspend,
+        Mode::Async,
+        Mode::Adapt,
+        Mode::ThreadHop,
+        Mode::ThreadHold,
+    ];
+
+    /// The modes run when `--modes` is not given.
+    pub const DEFAULT: &'static [Mode] =
+        &[Mode::Suspend, Mode::Async, Mode::Adapt, Mode::ThreadHop];
 
     /// The name used on the command line and in the outputs.
     pub fn name(self) -> &'static str {
         match self {
             Mode::Suspend => "suspend",
             Mode::Async => "native_async",
+            Mode::Adapt => "adapt",
+            Mode::ThreadHop => "thread_hop",
             Mode::ThreadHold => "thread_hold",
         }
     }
@@ -57,6 +75,10 @@ impl Handler {
         match mode {
             Mode::Suspend => Handler::Pipeline(common::pipeline(Flavor::Suspend, k, true, view)),
             Mode::Async => Handler::Pipeline(common::pipeline(Flavor::Async, k, true, view)),
+            Mode::Adapt => Handler::Pipeline(common::pipeline(Flavor::Adapt, k, true, view)),
+            Mode::ThreadHop => {
+                Handler::Pipeline(common::pipeline(Flavor::ThreadHop, k, true, view))
+            }
             Mode::ThreadHold => Handler::ThreadHold(ThreadHold::new(k, true, view)),
         }
     }
