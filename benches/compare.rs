@@ -127,6 +127,14 @@ fn orchestrate(o: &Options) -> i32 {
         ),
         ("loadavg_start", read_trim("/proc/loadavg")),
         ("k", o.k.to_string()),
+        (
+            "stack_kib",
+            if o.stack_kib == 0 {
+                "default".into()
+            } else {
+                o.stack_kib.to_string()
+            },
+        ),
         ("secs_per_cell", o.secs.to_string()),
         ("repeats", o.repeats.to_string()),
         ("quick", o.quick.to_string()),
@@ -179,6 +187,7 @@ fn orchestrate(o: &Options) -> i32 {
                         d_ms,
                         secs: o.secs,
                         k: o.k,
+                        stack_kib: o.stack_kib,
                     };
                     match run_child(&spec) {
                         Ok(result) => {

@@ -193,7 +193,21 @@ pub enum Flavor {
 
 /// `k` layers of `flavor` around the view.
 pub fn pipeline(flavor: Flavor, k: usize, work: bool, view: ViewKind) -> Pipeline {
-    let b = Pipeline::builder();
+    pipeline_with_stack(flavor, k, work, view, None)
+}
+
+/// [`pipeline`] with a fiber stack size (bytes; `None`: the default).
+pub fn pipeline_with_stack(
+    flavor: Flavor,
+    k: usize,
+    work: bool,
+    view: ViewKind,
+    stack: Option<usize>,
+) -> Pipeline {
+    let mut b = Pipeline::builder();
+    if let Some(bytes) = stack {
+        b = b.stack_size(bytes);
+    }
     let b = match flavor {
         Flavor::Suspend => add_sync_layers(b, k, work),
         Flavor::Async => add_async_layers(b, k, work),

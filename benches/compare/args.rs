@@ -6,14 +6,15 @@ use crate::modes::Mode;
 
 pub const USAGE: &str = "\
 usage: cargo bench --bench compare -- [options]
-  --quick            short form: N=100,1000,10000, 0.3 s per cell, 3 repeats (well under a minute)
+  --quick            short form: N=100,1000,10000, 0.3 s per cell, 1 run (about half a minute)
   --n LIST           concurrent requests, comma-separated (default 100,1000,10000,30000)
   --d LIST           view delays in ms, comma-separated; 0 = yield once (default 0,20)
   --modes LIST       modes to run (default suspend,native_async,adapt,thread_hop;
                      thread_hold = a hand-made spawn_blocking chain, a cross-check of adapt)
-  --repeats R        runs of every cell; medians are reported (default 3)
+  --repeats R        runs of every cell; medians are reported (default 3; 1 with --quick)
   --secs S           load duration of one cell, seconds (default 1.0)
   --k K              sync middleware layers (default 5)
+  --stack-kib S      fiber stack size in KiB (default: the library's, 256)
   --out DIR          output directory (default <target>/compare)";
 
 /// What to run.
@@ -25,6 +26,7 @@ pub struct Options {
     pub repeats: usize,
     pub secs: f64,
     pub k: usize,
+    pub stack_kib: usize,
     pub out: PathBuf,
     pub quick: bool,
 }
@@ -53,9 +55,10 @@ impl Options {
             },
             ds: vec![0, 20],
             modes: Mode::DEFAULT.to_vec(),
-            repeats: 3,
+            repeats: if quick { 1 } else { 3 },
             secs: if quick { 0.3 } else { 1.0 },
             k: 5,
+            stack_kib: 0,
             out: default_out(),
             quick,
         };
@@ -88,6 +91,9 @@ impl Options {
                 }
                 "--secs" => o.secs = value()?.parse().map_err(|_| "--secs: not a number")?,
                 "--k" => o.k = value()?.parse().map_err(|_| "--k: not a number")?,
+                "--stack-kib" => {
+                    o.stack_kib = value()?.parse().map_err(|_| "--stack-kib: not a number")?
+                }
                 "--out" => o.out = PathBuf::from(value()?),
                 other => return Err(format!("unknown option {other:?}")),
             }

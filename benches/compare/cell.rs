@@ -30,6 +30,8 @@ pub struct CellSpec {
     pub d_ms: u64,
     pub secs: f64,
     pub k: usize,
+    /// Fiber stack size in KiB; 0 = the library default.
+    pub stack_kib: usize,
 }
 
 impl CellSpec {
@@ -42,6 +44,7 @@ impl CellSpec {
             self.d_ms.to_string(),
             self.secs.to_string(),
             self.k.to_string(),
+            self.stack_kib.to_string(),
         ]
     }
 
@@ -53,6 +56,7 @@ impl CellSpec {
             d_ms: a.get(2)?.parse().ok()?,
             secs: a.get(3)?.parse().ok()?,
             k: a.get(4)?.parse().ok()?,
+            stack_kib: a.get(5)?.parse().ok()?,
         })
     }
 }
@@ -185,8 +189,9 @@ async fn measure(spec: &CellSpec) -> CellResult {
         c.await.expect("client task panicked");
     }
     let elapsed = start.elapsed();
-    let cpu = probe::cpu_time().saturating_sub(cpu0);
+    let cpu_end = probe::cpu_time();
     let peaks = sampler.finish();
+    let cpu = cpu_end.saturating_sub(cpu0).saturating_sub(peaks.own_cpu);
     let hwm = probe::status_field("VmHWM").max(peaks.rss_kib);
 
     let t = tally.borrow();
@@ -199,6 +204,7 @@ async fn measure(spec: &CellSpec) -> CellResult {
     f.insert("throughput_rps", reqs / elapsed.as_secs_f64());
     f.insert("p50_ms", hist.quantile(0.50).as_secs_f64() * 1e3);
     f.insert("p99_ms", hist.quantile(0.99).as_secs_f64() * 1e3);
+    // Process CPU (all threads but the sampler), in 10 ms ticks.
     f.insert("cpu_us_per_req", cpu.as_secs_f64() * 1e6 / reqs);
     f.insert("base_threads", base_threads as f64);
     f.insert("peak_threads", peaks.threads.max(base_threads) as f64);

@@ -21,7 +21,16 @@ pub fn status_field(name: &str) -> u64 {
 
 /// User + system CPU time of the whole process so far.
 pub fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    stat_cpu("/proc/self/stat")
+}
+
+/// User + system CPU time of the calling thread so far.
+pub fn thread_cpu_time() -> Duration {
+    stat_cpu("/proc/thread-self/stat")
+}
+
+fn stat_cpu(path: &str) -> Duration {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     // After the parenthesised command name come field 3 (state) onwards;
     // utime and stime are fields 14 and 15, i.e. indices 11 and 12 here.
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
@@ -43,6 +52,8 @@ pub struct Peaks {
     pub stacks_in_use: u64,
     /// Most requests waiting for a stack at once.
     pub stack_waiters: u64,
+    /// CPU time the sampler itself used (to subtract from the process's).
+    pub own_cpu: Duration,
 }
 
 /// Something the sampler can ask for stack counters: `(in_use, waiting)`.
@@ -73,6 +84,7 @@ impl Sampler {
                         p.stack_waiters = p.stack_waiters.max(waiting as u64);
                     }
                     if done {
+                        p.own_cpu = thread_cpu_time();
                         return p;
                     }
                     std::thread::sleep(every);
