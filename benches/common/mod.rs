@@ -43,16 +43,14 @@ impl ViewKind {
     }
 
     /// Runs the view (a `Send` future, so thread-based modes can spawn it).
-    pub fn run(self, req: Request) -> impl Future<Output = Response> + Send + 'static {
-        async move {
-            match self {
-                ViewKind::Instant => {}
-                ViewKind::Yield => tokio::task::yield_now().await,
-                ViewKind::Sleep(d) => tokio::time::sleep(d).await,
-            }
-            drop(req);
-            Response::new(Body::from("ok"))
+    pub async fn run(self, req: Request) -> Response {
+        match self {
+            ViewKind::Instant => {}
+            ViewKind::Yield => tokio::task::yield_now().await,
+            ViewKind::Sleep(d) => tokio::time::sleep(d).await,
         }
+        drop(req);
+        Response::new(Body::from("ok"))
     }
 }
 
