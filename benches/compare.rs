@@ -112,7 +112,41 @@ fn read_trim(path: &str) -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// `--replot`: the tables and the plot again from a previous `runs.csv`.
+fn replot(o: &Options) -> i32 {
+    let runs = match report::read_runs(&o.out.join("runs.csv"), o.secs, o.k) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: --replot: {e}");
+            return 1;
+        }
+    };
+    let mut ns: Vec<usize> = runs.iter().map(|r| r.spec.n).collect();
+    let mut ds: Vec<u64> = runs.iter().map(|r| r.spec.d_ms).collect();
+    ns.sort_unstable();
+    ns.dedup();
+    ds.sort_unstable();
+    ds.dedup();
+    let modes: Vec<_> = modes::Mode::ALL
+        .iter()
+        .copied()
+        .filter(|m| runs.iter().any(|r| r.spec.mode == *m))
+        .collect();
+    let summary = report::summarize(&runs, &ns, &ds, &modes);
+    println!("{}", report::markdown(&summary, &ds, o.k));
+    let svg = o.out.join("compare.svg");
+    if let Err(e) = plot::draw(&svg, &summary, &ns, &ds, &modes, o.k) {
+        eprintln!("error: drawing {}: {e}", svg.display());
+        return 1;
+    }
+    eprintln!("wrote {}", svg.display());
+    0
+}
+
 fn orchestrate(o: &Options) -> i32 {
+    if o.replot {
+        return replot(o);
+    }
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);

@@ -15,6 +15,7 @@ usage: cargo bench --bench compare -- [options]
   --secs S           load duration of one cell, seconds (default 1.0)
   --k K              sync middleware layers (default 5)
   --stack-kib S      fiber stack size in KiB (default: the library's, 256)
+  --replot           run nothing: redraw the tables and compare.svg from <out>/runs.csv
   --out DIR          output directory (default <target>/compare)";
 
 /// What to run.
@@ -29,6 +30,7 @@ pub struct Options {
     pub stack_kib: usize,
     pub out: PathBuf,
     pub quick: bool,
+    pub replot: bool,
 }
 
 fn list<T: std::str::FromStr>(flag: &str, v: &str) -> Result<Vec<T>, String> {
@@ -61,10 +63,15 @@ impl Options {
             stack_kib: 0,
             out: default_out(),
             quick,
+            replot: false,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
             if a == "--quick" {
+                continue;
+            }
+            if a == "--replot" {
+                o.replot = true;
                 continue;
             }
             if a == "--help" || a == "-h" {

@@ -29,15 +29,16 @@ pub fn draw(
     k: usize,
 ) -> PlotResult {
     let rows = ds.len();
-    let root = SVGBackend::new(path, (1200, 400 * rows as u32)).into_drawing_area();
+    let root = SVGBackend::new(path, (1650, 400 * rows as u32)).into_drawing_area();
     root.fill(&WHITE)?;
-    let areas = root.split_evenly((rows, 2));
+    let areas = root.split_evenly((rows, 3));
     let xmin = *ns.iter().min().unwrap_or(&1) as f64;
     let xmax = *ns.iter().max().unwrap_or(&1) as f64;
     for (ri, &d) in ds.iter().enumerate() {
         for (ci, (field, what)) in [
             ("throughput_rps", "requests/s"),
             ("peak_threads", "peak OS threads"),
+            ("peak_rss_mib", "peak RSS MiB"),
         ]
         .into_iter()
         .enumerate()
@@ -58,11 +59,8 @@ pub fn draw(
             } else {
                 format!("view awaits {d} ms")
             };
-            let mut chart = ChartBuilder::on(&areas[ri * 2 + ci])
-                .caption(
-                    format!("{what}, K={k} sync layers, {view}"),
-                    ("sans-serif", 18),
-                )
+            let mut chart = ChartBuilder::on(&areas[ri * 3 + ci])
+                .caption(format!("{what}, K={k}, {view}"), ("sans-serif", 17))
                 .margin(12)
                 .x_label_area_size(40)
                 .y_label_area_size(70)
@@ -79,12 +77,15 @@ pub fn draw(
                 .draw()?;
             for (mi, &m) in modes.iter().enumerate() {
                 let color = COLORS[mi % COLORS.len()];
+                // Earlier modes are drawn wider, so a line hidden under a
+                // later one with the same values stays visible around it.
+                let width = 2 + (modes.len() - 1 - mi) as u32;
                 let p = pts(m);
                 chart
-                    .draw_series(LineSeries::new(p.clone(), color.stroke_width(2)))?
+                    .draw_series(LineSeries::new(p.clone(), color.stroke_width(width)))?
                     .label(m.name())
                     .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width))
                     });
                 chart.draw_series(p.into_iter().map(|xy| Circle::new(xy, 3, color.filled())))?;
             }

@@ -215,3 +215,49 @@ fn json_escape(s: &str) -> String {
     }
     o
 }
+
+/// Reads back a `runs.csv` written by [`write_files`] (for `--replot`).
+pub fn read_runs(path: &Path, secs: f64, k: usize) -> Result<Vec<Run>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .ok_or("runs.csv is empty")?
+        .split(',')
+        .collect();
+    let mut runs = Vec::new();
+    for line in lines.filter(|l| !l.is_empty()) {
+        let cols: Vec<&str> = line.split(',').collect();
+        let col = |name: &str| -> Result<&str, String> {
+            let i = header
+                .iter()
+                .position(|h| *h == name)
+                .ok_or(format!("no column {name}"))?;
+            cols.get(i).copied().ok_or(format!("short line: {line}"))
+        };
+        let num = |name: &str| -> Result<f64, String> {
+            col(name)?
+                .parse()
+                .map_err(|_| format!("bad {name} in: {line}"))
+        };
+        let mode = Mode::parse(col("mode")?).ok_or(format!("unknown mode in: {line}"))?;
+        let mut result = CellResult::default();
+        for f in FIELDS {
+            result.fields.insert(f, num(f)?);
+        }
+        let spec = CellSpec {
+            mode,
+            n: num("n")? as usize,
+            d_ms: num("d_ms")? as u64,
+            secs,
+            k,
+            stack_kib: 0,
+        };
+        runs.push(Run {
+            spec,
+            repeat: num("repeat")? as usize,
+            result,
+        });
+    }
+    Ok(runs)
+}
