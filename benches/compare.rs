@@ -35,6 +35,9 @@ use cell::{CellResult, CellSpec};
 use report::Run;
 
 fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this
+    // binary without it, and then it only smoke-tests the harness.
+    let benching = std::env::args().any(|a| a == "--bench");
     let argv: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")
@@ -46,6 +49,9 @@ fn main() {
         });
         println!("{}", cell::run(&spec).to_line());
         return;
+    }
+    if !benching {
+        std::process::exit(smoke());
     }
     let opts = match Options::parse(&argv) {
         Ok(o) => o,
@@ -110,6 +116,37 @@ fn read_trim(path: &str) -> String {
     std::fs::read_to_string(path)
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Under `cargo test`: every default mode, a handful of requests, each in
+/// its child process; fails if a cell fails or answers anything but 200.
+fn smoke() -> i32 {
+    let mut failed = 0;
+    let mut passed = 0;
+    for &mode in modes::Mode::DEFAULT {
+        let spec = CellSpec {
+            mode,
+            n: 20,
+            d_ms: 1,
+            secs: 0.05,
+            k: 3,
+            stack_kib: 0,
+        };
+        match run_child(&spec) {
+            Ok(r) if r.get("requests") >= 20.0 && r.get("errors") == 0.0 => passed += 1,
+            Ok(r) => {
+                eprintln!("compare smoke: {}: bad result {r:?}", mode.name());
+                failed += 1;
+            }
+            Err(e) => {
+                eprintln!("compare smoke: {}: {e}", mode.name());
+                failed += 1;
+            }
+        }
+    }
+    println!("compare smoke (run with `cargo bench --bench compare` for the real harness)");
+    println!("{passed} passed, {failed} failed");
+    i32::from(failed > 0)
 }
 
 /// `--replot`: the tables and the plot again from a previous `runs.csv`.
