@@ -69,6 +69,30 @@ impl From<&'static [u8]> for Body {
     }
 }
 
+/// A `Body` is a complete body: it yields its bytes as one data frame (none
+/// when empty) and has no trailers, so hyper and axum can send a
+/// [`Response`] as it is.
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let bytes = std::mem::take(&mut self.get_mut().0);
+        std::task::Poll::Ready((!bytes.is_empty()).then(|| Ok(http_body::Frame::data(bytes))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.0.len() as u64)
+    }
+}
+
 /// An HTTP request as the pipeline sees it.
 pub type Request = http::Request<Body>;
 

@@ -2,10 +2,12 @@
 //! blocking work without holding its thread.
 
 use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
 use std::pin::pin;
 use std::task::{Context, Poll};
 
 use crate::coro::{self, Suspend};
+use crate::handoff::{self, Closed};
 
 /// Runs `fut` to completion from sync code on a fiber, suspending the fiber
 /// (not the thread) while it is pending.
@@ -71,9 +73,19 @@ where
     let handle = tokio::runtime::Handle::try_current().unwrap_or_else(|_| {
         panic!("suspendware::blocking() needs a tokio runtime: run the pipeline inside one")
     });
-    match wait(handle.spawn_blocking(f)) {
-        Ok(v) => v,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(_) => panic!("suspendware::blocking(): the runtime shut down while the task ran"),
+    let (tx, rx) = handoff::oneshot::<std::thread::Result<R>>();
+    // The JoinHandle is not needed: the result (or the panic) comes back
+    // through the hand-off, and dropping the handle detaches the task.
+    drop(handle.spawn_blocking(move || {
+        let out = panic::catch_unwind(AssertUnwindSafe(f));
+        // Err: the request was cancelled and its fiber dropped the receiver;
+        // the result (or panic payload) is dropped here, on the pool thread.
+        drop(tx.send(out));
+    }));
+    match wait(rx) {
+        Ok(Ok(v)) => v,
+        Ok(Err(payload)) => panic::resume_unwind(payload),
+        // The closure was dropped unrun (its sender with it).
+        Err(Closed) => panic!("suspendware::blocking(): the runtime shut down while the task ran"),
     }
 }

@@ -11,6 +11,7 @@
 //!  fiber #1      executor     fiber #2
 //! ```
 
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ use crate::driver::SegmentFuture;
 use crate::middleware::LocalBoxFuture;
 use crate::mode::Mode;
 use crate::next::{AsyncNext, Backend, Next};
-use crate::panic::{catch_sync, CatchPanic, PanicHandler};
+use crate::panic::{catch_sync, to_response, CatchPanic, PanicHandler};
 use crate::plan::{Entry, Plan, Segment};
 use crate::stack_pool::StackPool;
 use crate::thread::segment::{AdaptAdmission, ThreadSegmentFuture};
@@ -77,7 +78,15 @@ impl Chain {
                     let span =
                         tracing::debug_span!("middleware", name = %entry.name, exec = "async");
                     let next = AsyncNext::new(chain.clone(), seg + 1, rctx);
-                    let fut = tracing::Instrument::instrument(entry.mw.call_async(req, next), span);
+                    // The call itself may panic before its future exists (the
+                    // sync part of a closure): same boundary as the future.
+                    let call =
+                        panic::catch_unwind(AssertUnwindSafe(|| entry.mw.call_async(req, next)));
+                    let fut = match call {
+                        Ok(fut) => fut,
+                        Err(p) => return to_response(&chain.panic_handler, &entry.name, p),
+                    };
+                    let fut = tracing::Instrument::instrument(fut, span);
                     CatchPanic::new(Box::pin(fut), &chain.panic_handler, &entry.name).await
                 })
             }

@@ -58,6 +58,7 @@ mod coro;
 mod decorators;
 mod driver;
 mod error;
+mod handoff;
 mod hooks;
 mod loom;
 mod middleware;
@@ -66,8 +67,14 @@ mod next;
 mod panic;
 mod pipeline;
 mod plan;
+mod runtime;
+// tokio leaves out `net` under `--cfg loom`.
+#[cfg(all(feature = "server", not(loom)))]
+mod server;
 mod stack_pool;
 mod thread;
+#[cfg(feature = "tower")]
+mod tower;
 mod trace;
 
 /// The README's examples, compiled and run as doctests.
@@ -94,8 +101,25 @@ pub use next::{AsyncNext, Next};
 pub use panic::{default_panic_handler, Cancelled, PanicHandler, PanicInfo};
 pub use pipeline::{Pipeline, ResponseFuture};
 pub use plan::Plan;
+pub use runtime::{
+    worker_index, Dispatch, DispatchError, Runtime, RuntimeBuilder, RuntimeError, RuntimeHandle,
+    ShutdownReport,
+};
+#[cfg(all(feature = "server", not(loom)))]
+pub use server::{Server, ServerBuilder, ServerError, ServerReport, ServerStats};
 pub use stack_pool::{
     default_stack_budget, max_map_count, PoolStats, StackPool, DEFAULT_STACK_SIZE,
     DEFAULT_STACK_WAIT, MIN_STACK_SIZE,
 };
+#[cfg(feature = "tower")]
+pub use tower::{BoxError, CollectResponse, RuntimeService, SuspendLayer, DEFAULT_BODY_LIMIT};
 pub use trace::{enter_span, SpanGuard};
+
+/// Crate internals for the loom models in `tests/loom.rs`; exists only when
+/// built with `RUSTFLAGS="--cfg loom"`. Not an API.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod __loom {
+    pub use crate::handoff::{oneshot, Closed, Receiver, Sender};
+    pub use crate::stack_pool::{PoolCore, TryAcquire};
+}

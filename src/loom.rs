@@ -36,3 +36,21 @@ pub(crate) fn lock<T>(m: &sync::Mutex<T>) -> sync::MutexGuard<'_, T> {
         m.lock().expect("suspendware: a lock holder panicked")
     }
 }
+
+/// `Condvar::wait` with one signature for both back ends: releases the lock
+/// of `guard` while parked and returns it re-locked. May wake spuriously.
+pub(crate) fn condvar_wait<'a, T>(
+    cv: &sync::Condvar,
+    guard: sync::MutexGuard<'a, T>,
+) -> sync::MutexGuard<'a, T> {
+    #[cfg(not(loom))]
+    {
+        let mut guard = guard;
+        cv.wait(&mut guard);
+        guard
+    }
+    #[cfg(loom)]
+    {
+        cv.wait(guard).expect("suspendware: a lock holder panicked")
+    }
+}

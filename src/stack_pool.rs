@@ -41,8 +41,14 @@ use std::sync::Arc;
 /// space (25k stacks ≈ 6 GiB of it), not memory.
 pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
 
-/// The smallest stack size the builder accepts (16 KiB).
-pub const MIN_STACK_SIZE: usize = 16 * 1024;
+/// The smallest stack size the builder accepts (64 KiB).
+///
+/// Measured: a pass-through middleware around a view needs about 20 KiB of
+/// fiber stack in a debug build, and a panic on the fiber with
+/// `RUST_BACKTRACE=1` (the panic hook captures and prints the backtrace on
+/// the fiber's stack) needs 32–48 KiB; below that a trivial pipeline
+/// overflows and aborts.
+pub const MIN_STACK_SIZE: usize = 64 * 1024;
 
 /// Default time a request waits for a stack when the pool is exhausted.
 pub const DEFAULT_STACK_WAIT: Duration = Duration::from_secs(5);
@@ -81,7 +87,7 @@ static PROCESS_STACKS: std::sync::atomic::AtomicUsize = std::sync::atomic::Atomi
 
 /// Counters, free list and limit of a pool, generic over the stack type so
 /// loom can model it with stand-in stacks.
-pub(crate) struct PoolCore<S> {
+pub struct PoolCore<S> {
     free: Mutex<Vec<S>>,
     /// Stacks handed out and not yet released.
     in_use: AtomicUsize,
@@ -93,7 +99,8 @@ pub(crate) struct PoolCore<S> {
 }
 
 /// Outcome of [`PoolCore::try_acquire`].
-pub(crate) enum TryAcquire<S> {
+#[derive(Debug)]
+pub enum TryAcquire<S> {
     /// A stack from the free list.
     Reused(S),
     /// A slot was reserved but the free list was empty: the caller must
@@ -105,7 +112,8 @@ pub(crate) enum TryAcquire<S> {
 }
 
 impl<S> PoolCore<S> {
-    pub(crate) fn new(max: usize) -> Self {
+    /// A pool core allowing `max` stacks in use.
+    pub fn new(max: usize) -> Self {
         PoolCore {
             free: Mutex::new(Vec::new()),
             in_use: AtomicUsize::new(0),
@@ -116,7 +124,7 @@ impl<S> PoolCore<S> {
     }
 
     /// Reserves an in-use slot, then takes a free stack if there is one.
-    pub(crate) fn try_acquire(&self) -> TryAcquire<S> {
+    pub fn try_acquire(&self) -> TryAcquire<S> {
         // SeqCst: pairs with `release`/`add_waiter` (see `release`).
         let mut cur = self.in_use.load(Ordering::SeqCst);
         loop {
@@ -140,14 +148,14 @@ impl<S> PoolCore<S> {
     }
 
     /// Records that the caller allocated a stack for its reserved slot.
-    pub(crate) fn allocated(&self) {
+    pub fn allocated(&self) {
         self.allocated.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Gives back a slot reserved by `try_acquire` whose allocation failed.
     /// Returns whether a waiter should be woken.
     #[must_use]
-    pub(crate) fn cancel_slot(&self) -> bool {
+    pub fn cancel_slot(&self) -> bool {
         self.in_use.fetch_sub(1, Ordering::SeqCst);
         self.waiters.load(Ordering::SeqCst) > 0
     }
@@ -162,31 +170,32 @@ impl<S> PoolCore<S> {
     /// Reading `waiters` first would lose that wake-up (the loom model
     /// `pool_release_wakes_waiter` catches it).
     #[must_use]
-    pub(crate) fn release(&self, stack: S) -> bool {
+    pub fn release(&self, stack: S) -> bool {
         lock(&self.free).push(stack);
         self.in_use.fetch_sub(1, Ordering::SeqCst);
         self.waiters.load(Ordering::SeqCst) > 0
     }
 
     /// Registers a waiter (before its retry of `try_acquire`).
-    pub(crate) fn add_waiter(&self) {
+    pub fn add_waiter(&self) {
         self.waiters.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Unregisters a waiter.
-    pub(crate) fn remove_waiter(&self) {
+    pub fn remove_waiter(&self) {
         self.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Drops every free stack (they are unmapped); returns how many.
-    pub(crate) fn trim(&self) -> usize {
+    pub fn trim(&self) -> usize {
         let drained: Vec<S> = lock(&self.free).drain(..).collect();
         let n = drained.len();
         self.allocated.fetch_sub(n, Ordering::Relaxed);
         n
     }
 
-    pub(crate) fn stats(&self) -> PoolStats {
+    /// Current counters.
+    pub fn stats(&self) -> PoolStats {
         PoolStats {
             in_use: self.in_use.load(Ordering::SeqCst),
             idle: lock(&self.free).len(),
@@ -194,6 +203,14 @@ impl<S> PoolCore<S> {
             max: self.max,
             waiting: self.waiters.load(Ordering::SeqCst),
         }
+    }
+}
+
+impl<S> fmt::Debug for PoolCore<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolCore")
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 

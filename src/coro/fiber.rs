@@ -140,7 +140,7 @@ impl Fiber {
         F: FnOnce() -> Response + 'static,
     {
         overflow::install();
-        let guard = overflow::GuardRange::below(stack.limit().get(), stack_size);
+        let guard = overflow::GuardRange::at_limit(stack.limit().get(), stack_size);
         let co = Coroutine::with_stack(
             stack,
             move |yielder: &Yielder<Input, Suspend>, first: Input| {

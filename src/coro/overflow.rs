@@ -34,12 +34,16 @@ impl GuardRange {
         stack_size: 0,
     };
 
-    /// The guard page just below `limit` (the lowest usable address).
-    pub(crate) fn below(limit: usize, stack_size: usize) -> GuardRange {
+    /// The guard page of a stack whose `Stack::limit()` is `limit`.
+    ///
+    /// corosensei's `limit()` is the lowest address of the stack *including*
+    /// its guard page (`DefaultStack`: the start of the mapping, whose first
+    /// page is `PROT_NONE`), so the guard page is `[limit, limit + page)`.
+    pub(crate) fn at_limit(limit: usize, stack_size: usize) -> GuardRange {
         let page = page_size();
         GuardRange {
-            lo: limit.saturating_sub(page),
-            hi: limit,
+            lo: limit,
+            hi: limit.saturating_add(page),
             stack_size,
         }
     }

@@ -31,7 +31,6 @@
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -40,6 +39,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use crate::body::{Request, Response};
 use crate::chain::Chain;
 use crate::context::{RequestCtx, ThreadScope};
+use crate::handoff::{self, Closed};
 use crate::loom::lock;
 use crate::loom::sync::Mutex;
 use crate::middleware::LocalBoxFuture;
@@ -49,7 +49,7 @@ use crate::panic::Cancelled;
 /// Messages from the held thread to the async side.
 enum ToAsync {
     /// Run the inner part with this request; answer on the sender.
-    Inner(Request, std_mpsc::SyncSender<Response>),
+    Inner(Request, handoff::Sender<Response>),
     /// The segment finished.
     Done(Response),
 }
@@ -62,14 +62,14 @@ pub(crate) struct ThreadLink {
 impl ThreadLink {
     /// Blocks this thread until the inner part answers `req`.
     pub(crate) fn inner(&self, req: Request) -> Response {
-        let (reply_tx, reply_rx) = std_mpsc::sync_channel(1);
+        let (reply_tx, reply_rx) = handoff::oneshot();
         if self.tx.send(ToAsync::Inner(req, reply_tx)).is_err() {
             panic::resume_unwind(Box::new(Cancelled));
         }
-        match reply_rx.recv() {
+        match reply_rx.recv_blocking() {
             Ok(r) => r,
             // The async side was dropped: the request is cancelled.
-            Err(_) => panic::resume_unwind(Box::new(Cancelled)),
+            Err(Closed) => panic::resume_unwind(Box::new(Cancelled)),
         }
     }
 }
@@ -123,10 +123,7 @@ enum State {
     },
     Running {
         rx: mpsc::UnboundedReceiver<ToAsync>,
-        inner: Option<(
-            LocalBoxFuture<'static, Response>,
-            std_mpsc::SyncSender<Response>,
-        )>,
+        inner: Option<(LocalBoxFuture<'static, Response>, handoff::Sender<Response>)>,
     },
     Done,
 }

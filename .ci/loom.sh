@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs the loom models (tests/loom.rs) against the crate's real hand-off code.
+#
+# Uses its own target dir: `--cfg loom` in RUSTFLAGS changes every crate's
+# fingerprint, so sharing the normal target dir would rebuild everything
+# twice per CI run. Override with LOOM_TARGET_DIR.
+#
+#   .ci/loom.sh                 # all models
+#   .ci/loom.sh pool_           # models whose name contains `pool_`
+#   LOOM_MAX_PREEMPTIONS=3 .ci/loom.sh   # deeper search (slower)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${LOOM_TARGET_DIR:-$PWD/target/loom}"
+export RUSTFLAGS="--cfg loom ${RUSTFLAGS:-}"
+export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}"
+# A failing model prints the interleaving that broke it.
+export LOOM_LOCATION=1
+
+exec cargo test --release --test loom -- "$@"

@@ -1,0 +1,118 @@
+//! A thread-per-core hyper server whose middleware mirrors a new Django
+//! project's defaults, written as blocking-style sync middleware in front of
+//! async views.
+//!
+//! ```text
+//! cargo run --release --example legacy_server -- --addr 127.0.0.1:8000 --view-delay-ms 50
+//! curl -i http://127.0.0.1:8000/
+//! ```
+//!
+//! Each worker thread has its own `SO_REUSEPORT` listener, accepts, and
+//! serves its connections itself (see `suspendware::Server`). Routes:
+//! `GET /` (waits `--view-delay-ms`), `GET /users/<name>` (async lookup),
+//! `POST /login` (`username=alice`; other methods get 405), `GET /me`,
+//! `GET /visits` (a session counter). Ctrl-C shuts down gracefully.
+
+#[path = "legacy_app/mod.rs"]
+mod app;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use suspendware::Server;
+
+/// How sync middleware meets the async views (`suspendware::Mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ModeArg {
+    /// Suspend the middleware's fiber at `get_response` (no thread held).
+    Suspend,
+    /// Hold a blocking-pool thread per request (asgiref's adaptation).
+    Adapt,
+    /// Django 3.1's per-hook hops to the blocking pool.
+    Hop,
+}
+
+impl From<ModeArg> for suspendware::Mode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Suspend => suspendware::Mode::Suspend,
+            ModeArg::Adapt => suspendware::Mode::Adapt,
+            ModeArg::Hop => suspendware::Mode::ThreadHop,
+        }
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(about = "Django-style sync middleware in front of async views, thread-per-core")]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    addr: SocketAddr,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// How sync middleware runs.
+    #[arg(long, value_enum, default_value_t = ModeArg::Suspend)]
+    mode: ModeArg,
+    /// How long `GET /` waits before answering, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    view_delay_ms: u64,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let state = app::AppState::default();
+    let cfg = app::AppConfig {
+        view_delay: Duration::from_millis(args.view_delay_ms),
+        mode: args.mode.into(),
+    };
+    // One pipeline (and stack pool) per worker.
+    let pipelines = match (0..workers)
+        .map(|_| app::pipeline(&state, &cfg))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "could not build the pipeline");
+            return ExitCode::FAILURE;
+        }
+    };
+    let server = match Server::builder()
+        .addr(args.addr)
+        .workers(workers)
+        .serve(|i| pipelines[i].clone())
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "could not start the server");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(addr = %server.local_addr(), workers, mode = ?args.mode, view_delay_ms = args.view_delay_ms, "legacy server ready");
+
+    let signals = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("signal runtime");
+    if let Err(e) = signals.block_on(tokio::signal::ctrl_c()) {
+        tracing::error!(error = %e, "cannot wait for Ctrl-C; shutting down");
+    }
+    tracing::info!("shutting down: finishing requests in flight (up to 10 s)");
+    let report = server.shutdown(Duration::from_secs(10));
+    tracing::info!(
+        served = report.stats.served,
+        cancelled = report.stats.cancelled,
+        "stopped"
+    );
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,78 @@
+//! `Runtime::builder()`.
+
+use std::num::NonZeroUsize;
+use std::thread;
+
+use tokio::sync::{mpsc, watch};
+
+use super::dispatch::Shared;
+use super::error::RuntimeError;
+use super::shutdown::Runtime;
+use super::worker::{self, WorkerState};
+use crate::loom::sync::atomic::{AtomicUsize, Ordering};
+use crate::loom::sync::Arc;
+
+/// Configures a [`Runtime`].
+#[derive(Debug, Clone)]
+pub struct RuntimeBuilder {
+    workers: usize,
+    thread_name: String,
+}
+
+impl Default for RuntimeBuilder {
+    fn default() -> Self {
+        RuntimeBuilder {
+            workers: thread::available_parallelism().map_or(1, NonZeroUsize::get),
+            thread_name: "suspendware-worker".to_owned(),
+        }
+    }
+}
+
+/// Tells runtimes apart (a worker knows which runtime it belongs to).
+static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl RuntimeBuilder {
+    /// Number of worker threads (default: `std::thread::available_parallelism`).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+
+    /// Thread name prefix; workers are named `<prefix>-<index>`.
+    pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
+        self.thread_name = prefix.into();
+        self
+    }
+
+    /// Starts the workers. Returns once every worker's tokio runtime runs.
+    pub fn build(self) -> Result<Runtime, RuntimeError> {
+        if self.workers == 0 {
+            return Err(RuntimeError::NoWorkers);
+        }
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (stop, _) = watch::channel(None);
+        let mut states = Vec::with_capacity(self.workers);
+        let mut receivers = Vec::with_capacity(self.workers);
+        for _ in 0..self.workers {
+            let (tx, rx) = mpsc::unbounded_channel();
+            states.push(Arc::new(WorkerState {
+                in_flight: AtomicUsize::new(0),
+                idle: tokio::sync::Notify::new(),
+                tx,
+            }));
+            receivers.push(rx);
+        }
+        let shared = Arc::new(Shared::new(id, states, stop));
+        let mut runtime = Runtime::new_empty(shared.clone());
+        for (index, rx) in receivers.into_iter().enumerate() {
+            let name = format!("{}-{index}", self.thread_name);
+            let state = shared.workers[index].clone();
+            match worker::spawn(id, index, name, state, rx, shared.stop.subscribe()) {
+                Ok(t) => runtime.threads.push(t),
+                // Dropping `runtime` stops and joins the workers started so far.
+                Err(source) => return Err(RuntimeError::Spawn { index, source }),
+            }
+        }
+        Ok(runtime)
+    }
+}

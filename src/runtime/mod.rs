@@ -1,0 +1,30 @@
+//! The thread-per-core runtime: where pipelines run when the server's own
+//! executor is multi-threaded.
+//!
+//! ```text
+//!  any thread / multi-thread tokio            worker k (OS thread)
+//!  ───────────────────────────────            ─────────────────────────────
+//!  handle.dispatch(&pipeline, req) ──Job──>   current-thread tokio + LocalSet
+//!        │  (least-loaded worker)              spawn_local(pipeline.handle(req))
+//!        ▼                                        fibers start, suspend, resume
+//!  Dispatch<Response>: Send  <──reply────────     and finish here, never moving
+//! ```
+//!
+//! * [`Runtime`] owns N worker threads (default: available parallelism).
+//! * [`RuntimeHandle`] is `Send + Sync + Clone`; [`RuntimeHandle::dispatch`]
+//!   and [`RuntimeHandle::run`] return a `Send` [`Dispatch`] future.
+//! * [`Runtime::shutdown`] stops accepting, lets in-flight work finish up to
+//!   a deadline, drops (cancels) what is left, and joins the threads.
+
+mod builder;
+mod dispatch;
+mod error;
+mod reply;
+mod shutdown;
+mod worker;
+
+pub use builder::RuntimeBuilder;
+pub use dispatch::{Dispatch, RuntimeHandle};
+pub use error::{DispatchError, RuntimeError};
+pub use shutdown::{Runtime, ShutdownReport};
+pub use worker::worker_index;

@@ -1,0 +1,24 @@
+//! Why a server could not start.
+
+use std::io;
+use std::net::SocketAddr;
+
+use crate::runtime::RuntimeError;
+
+/// Why [`crate::ServerBuilder::serve`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The listening sockets could not be set up.
+    #[error("could not listen on {addr}: {source} (is the address in use or not local?)")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+    /// The workers could not start.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
