@@ -236,11 +236,48 @@ fn bridge(c: &mut Criterion) {
     g.finish();
 }
 
+/// The Runtime's cross-thread dispatch: a caller on a multi-thread tokio
+/// runtime sends a request to a worker (one worker, K=5 pass-through sync
+/// layers, instant view) and awaits the `Send` reply, against the same
+/// pipeline run directly on the caller's current-thread runtime.
+fn runtime_dispatch(c: &mut Criterion) {
+    let workers = suspendware::Runtime::builder()
+        .workers(1)
+        .build()
+        .expect("suspendware runtime");
+    let handle = workers.handle();
+    let caller = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("caller runtime");
+    let p = common::pipeline(Flavor::Suspend, 5, false, ViewKind::Instant);
+    let mut g = c.benchmark_group("runtime");
+    g.bench_function("dispatch_k5_one_worker", |b| {
+        b.iter_custom(|n| {
+            caller.block_on(async {
+                let start = Instant::now();
+                for _ in 0..n {
+                    let resp = handle.dispatch(&p, common::request()).await;
+                    black_box(resp.expect("dispatch"));
+                }
+                start.elapsed()
+            })
+        })
+    });
+    let local = runtime();
+    g.bench_function("direct_k5_same_thread", |b| {
+        b.iter_custom(|n| timed_loop(&local, n, || p.handle(common::request())))
+    });
+    g.finish();
+    drop(workers);
+}
+
 criterion_group! {
     name = micro;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(800))
         .measurement_time(Duration::from_secs(2));
-    targets = raw_switch, lifecycle, per_request, bridge
+    targets = raw_switch, lifecycle, per_request, bridge, runtime_dispatch
 }
 criterion_main!(micro);
