@@ -74,12 +74,7 @@ impl<'a> Next<'a> {
                 if self.pos < self.end {
                     self.chain.call_sync(self.pos, self.end, req, self.backend)
                 } else {
-                    match coro::suspend("get_response", Suspend::Inner(req)) {
-                        Resumed::Response(r) => r,
-                        Resumed::Poll => {
-                            unreachable!("driver resumed get_response without a response")
-                        }
-                    }
+                    suspend_for_inner(req)
                 }
             }
             Backend::Thread(link) => {
@@ -90,6 +85,17 @@ impl<'a> Next<'a> {
                 }
             }
         }
+    }
+}
+
+/// The end of a fiber segment: hand the request to the driver and wait for
+/// the inner part's response. Out of line so `get_response`'s frame (one per
+/// sync layer on the fiber stack) does not carry this path's temporaries.
+#[inline(never)]
+fn suspend_for_inner(req: Request) -> Response {
+    match coro::suspend("get_response", Suspend::Inner(req)) {
+        Resumed::Response(r) => r,
+        Resumed::Poll => unreachable!("driver resumed get_response without a response"),
     }
 }
 

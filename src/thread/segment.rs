@@ -61,6 +61,7 @@ pub(crate) struct ThreadLink {
 
 impl ThreadLink {
     /// Blocks this thread until the inner part answers `req`.
+    #[inline(never)]
     pub(crate) fn inner(&self, req: Request) -> Response {
         let (reply_tx, reply_rx) = handoff::oneshot();
         if self.tx.send(ToAsync::Inner(req, reply_tx)).is_err() {
