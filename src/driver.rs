@@ -99,11 +99,16 @@ fn start_fiber(
     req: Request,
 ) -> State {
     let body_chain = chain.clone();
+    // The request travels boxed into the fiber: corosensei moves the body
+    // closure through several frames at the root of the fiber stack, and a
+    // 256-byte request inside it would be copied into each (see
+    // BENCHMARKS.md, "fiber stack per request").
+    let req = Box::new(req);
     let fiber = Fiber::new(
         stack,
         chain.pool.stack_size(),
         Some(rctx.clone()),
-        move || body_chain.call_sync(start, end, req, Backend::Fiber),
+        move || body_chain.call_sync(start, end, *req, Backend::Fiber),
     );
     State::Running { fiber, inner: None }
 }

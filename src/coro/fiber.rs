@@ -313,6 +313,7 @@ pub(crate) fn current_waker(ctx: &FiberCtx) -> &Waker {
 /// # Panics
 /// With a message naming `api` when called off-fiber. Raises a
 /// [`Cancelled`] unwind when the request was dropped while suspended.
+#[inline(always)] // one frame with its callers' (see `next::suspend_for_inner`)
 pub(crate) fn suspend(api: &'static str, what: Suspend) -> Resumed {
     let p = CURRENT.with(|c| c.get());
     if p.is_null() {
