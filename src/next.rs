@@ -9,7 +9,7 @@ use crate::body::{Request, Response};
 use crate::chain::Chain;
 use crate::context::RequestCtx;
 use crate::coro::{self, Resumed, Suspend};
-use crate::thread::segment::ThreadLink;
+use crate::thread::link::ThreadLink;
 
 /// Where the sync code holding a `Next` runs.
 #[derive(Clone, Copy)]
@@ -86,7 +86,14 @@ impl<'a> Next<'a> {
                 if self.pos < self.end {
                     self.chain.call_sync(self.pos, self.end, req, self.backend)
                 } else {
-                    link.inner(req)
+                    match link.inner(req) {
+                        Ok(resp) => resp,
+                        // The async side was dropped: the request is
+                        // cancelled; unwind this thread's frames.
+                        Err(_closed) => std::panic::resume_unwind(Box::new(
+                            crate::panic::Cancelled,
+                        )),
+                    }
                 }
             }
         }
