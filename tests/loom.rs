@@ -461,3 +461,12 @@ fn pool_two_waiters_one_release() {
         assert_eq!(stats.idle, 1 - holding);
     });
 }
+
+// ------------------------------------------------ queue, runtime, Adapt
+
+#[path = "loom/adapt.rs"]
+mod adapt;
+#[path = "loom/queue.rs"]
+mod queue;
+#[path = "loom/runtime.rs"]
+mod runtime;

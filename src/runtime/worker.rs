@@ -94,6 +94,12 @@ impl Job {
     }
 }
 
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").finish_non_exhaustive()
+    }
+}
+
 /// One unit of `WorkerState::in_flight`, given back on drop.
 pub(crate) struct InFlight(Arc<WorkerState>);
 
