@@ -19,18 +19,43 @@ fn drain<T>(rx: &mut QueueRx<T>) -> Vec<T> {
     })
 }
 
-/// A producer pushes two values and drops its end (closing the queue)
-/// while the consumer awaits them: both arrive, in order, then `None`.
-/// A lost wake-up leaves `block_on` parked forever (loom: deadlock).
+/// A producer pushes two values while the consumer awaits them: both
+/// arrive, in order. The producer keeps its end open, so each wake-up the
+/// consumer needs comes from a push alone (a later close cannot mask a lost
+/// one); a lost wake-up leaves `block_on` parked forever (loom: deadlock).
+/// Then another thread drops the producer's end while the consumer waits:
+/// the close wakes it with `None`.
 ///
 /// Catches (each applied, seen failing, restored):
 /// * `push` waking the consumer before its value is in the queue (take and
 ///   wake the waker in one critical section, append in a second one): the
 ///   woken consumer finds nothing and parks again -> deadlock;
-/// * `poll_recv` checking `closed` before popping: `None` while a value is
-///   still queued -> the FIFO assertion fails.
+/// * `close` setting the flag without waking the consumer -> deadlock.
 #[test]
 fn queue_push_vs_recv_fifo_then_closed() {
+    loom::model(|| {
+        let (tx, mut rx) = queue::<u32>();
+        let producer = thread::spawn(move || {
+            tx.push(1).unwrap();
+            tx.push(2).unwrap();
+            tx
+        });
+        assert_eq!(loom::future::block_on(rx.recv()), Some(1));
+        assert_eq!(loom::future::block_on(rx.recv()), Some(2));
+        let tx = producer.join().unwrap();
+        let closer = thread::spawn(move || drop(tx));
+        assert_eq!(loom::future::block_on(rx.recv()), None);
+        closer.join().unwrap();
+    });
+}
+
+/// The consumer drains with the producer dropping its end right after its
+/// pushes: everything pushed arrives, in order, before `None`.
+///
+/// Catches: `poll_recv` checking `closed` before popping (`None` while a
+/// value is still queued -> assertion).
+#[test]
+fn queue_drains_before_closed() {
     loom::model(|| {
         let (tx, mut rx) = queue::<u32>();
         let producer = thread::spawn(move || {
