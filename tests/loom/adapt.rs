@@ -23,6 +23,9 @@ fn finish<F: Future<Output = u32> + Unpin>(
 /// a middleware may) and then finishes the segment; the async side answers
 /// each and gets the final response. A lost wake-up on either side hangs a
 /// `recv_blocking` or the `block_on` (loom: deadlock).
+///
+/// Catches: `push` waking before its value is queued (deadlock);
+/// `poll_recv` reporting `None` before the queue is drained (assertion).
 #[test]
 fn adapt_thread_blocks_async_answers() {
     loom::model(|| {
@@ -58,8 +61,10 @@ fn adapt_thread_gone_without_response() {
 /// reply sender dropped while it blocks — and never stay blocked (loom:
 /// deadlock).
 ///
-/// Catches: `AsyncEnd` keeping the reply sender alive after it is dropped
-/// (e.g. leaking it into a `static`/`forget`): the thread blocks forever.
+/// Catches (each applied, seen failing, restored): `QueueTx::push` not
+/// checking `closed`, and `push` waking before its value is queued — in
+/// both the request lands in a queue nobody reads, its reply sender is
+/// never dropped, and the thread blocks forever (loom: deadlock).
 #[test]
 fn adapt_async_side_dropped_closes_the_thread() {
     loom::model(|| {

@@ -53,7 +53,7 @@ fn queue_push_vs_recv_fifo_then_closed() {
 /// pushes: everything pushed arrives, in order, before `None`.
 ///
 /// Catches: `poll_recv` checking `closed` before popping (`None` while a
-/// value is still queued -> assertion).
+/// value is still queued -> assertion); `close` not waking (deadlock).
 #[test]
 fn queue_drains_before_closed() {
     loom::model(|| {
@@ -93,7 +93,8 @@ fn queue_two_producers() {
 /// refused after the close is not; the consumer is woken by the close.
 ///
 /// Catches: `push` not checking `closed` (a value accepted after the
-/// consumer saw `None` is never received -> assertion).
+/// consumer saw `None` is never received -> assertion); `push` waking
+/// before its value is queued (the value lands after the close).
 #[test]
 fn queue_close_vs_push_is_a_clean_cut() {
     loom::model(|| {

@@ -126,7 +126,11 @@ fn runtime_dispatch_cancelled_by_caller() {
 ///   saw the queue closed is never run -> the caller waits forever (loom:
 ///   deadlock);
 /// * `QueueRx::poll_recv` reporting `None` before the queue is drained:
-///   the accepted job is dropped with the loop -> `Aborted`;
+///   the accepted job is never started -> the caller waits forever
+///   (deadlock);
+/// * `Shared::begin_shutdown` closing the queues before it stops
+///   accepting: a refused dispatch is reported `Aborted`, not
+///   `ShuttingDown` -> assertion;
 /// * `WaitSlot::poll_until` checking the condition outside its lock: the
 ///   drain checks `in_flight` == 1 (a dispatcher between `InFlight::enter`
 ///   and its refused push), the dispatcher drops its mark and notifies
@@ -171,6 +175,9 @@ fn runtime_shutdown_vs_dispatch() {
 /// another thread, as a `blocking()` call would): with an endless grace
 /// period the loop's drain waits for it, the reply arrives, and the loop
 /// returns with nothing cancelled.
+///
+/// Catches: the drain not waiting for `in_flight` to reach 0 (the job is
+/// dropped with the loop -> `Aborted` -> assertion).
 #[test]
 fn runtime_drain_waits_for_running_job() {
     loom::model(|| {
