@@ -82,6 +82,10 @@ mod trace;
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+/// Hooks for the crate's benchmarks; not a public API (see the module).
+#[doc(hidden)]
+pub mod __bench;
+
 pub use body::{Body, Request, Response};
 pub use bridge::{blocking, wait};
 pub use builder::{PipelineBuilder, DEFAULT_ADAPT_THREADS, DEFAULT_WATCHDOG};

@@ -35,8 +35,12 @@ fn watched(name: &'static str, sleep: Duration, threshold: Duration) -> Pipeline
 
 #[test]
 fn watchdog_names_a_middleware_that_blocks_the_fiber() {
-    let (out, _) =
-        capture::capture(|| run(&watched("sleepy", Duration::from_millis(60), DEFAULT_WATCHDOG), Method::GET));
+    let (out, _) = capture::capture(|| {
+        run(
+            &watched("sleepy", Duration::from_millis(60), DEFAULT_WATCHDOG),
+            Method::GET,
+        )
+    });
     let line = out
         .lines()
         .find(|l| l.contains("without suspending"))

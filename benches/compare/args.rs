@@ -1,0 +1,125 @@
+//! Command-line options of the comparison harness.
+
+use std::path::PathBuf;
+
+use crate::modes::Mode;
+
+pub const USAGE: &str = "\
+usage: cargo bench --bench compare -- [options]
+  --quick            short form: N=100,1000,10000, 0.3 s per cell, 1 run (about half a minute)
+  --n LIST           concurrent requests, comma-separated (default 100,1000,10000,30000)
+  --d LIST           view delays in ms, comma-separated; 0 = yield once (default 0,20)
+  --modes LIST       modes to run (default suspend,native_async,adapt,thread_hop;
+                     thread_hold = a hand-made spawn_blocking chain, a cross-check of adapt)
+  --repeats R        runs of every cell; medians are reported (default 3; 1 with --quick)
+  --secs S           load duration of one cell, seconds (default 1.0)
+  --k K              sync middleware layers (default 5)
+  --stack-kib S      fiber stack size in KiB (default: the library's, 256)
+  --replot           run nothing: redraw the tables and compare.svg from <out>/runs.csv
+  --out DIR          output directory (default <target>/compare)";
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub ns: Vec<usize>,
+    pub ds: Vec<u64>,
+    pub modes: Vec<Mode>,
+    pub repeats: usize,
+    pub secs: f64,
+    pub k: usize,
+    pub stack_kib: usize,
+    pub out: PathBuf,
+    pub quick: bool,
+    pub replot: bool,
+}
+
+fn list<T: std::str::FromStr>(flag: &str, v: &str) -> Result<Vec<T>, String> {
+    v.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.trim()
+                .parse::<T>()
+                .map_err(|_| format!("{flag}: cannot parse {s:?}"))
+        })
+        .collect()
+}
+
+impl Options {
+    /// Parses the arguments after the binary name (cargo's `--bench` flag
+    /// already removed).
+    pub fn parse(args: &[String]) -> Result<Options, String> {
+        let quick = args.iter().any(|a| a == "--quick");
+        let mut o = Options {
+            ns: if quick {
+                vec![100, 1_000, 10_000]
+            } else {
+                vec![100, 1_000, 10_000, 30_000]
+            },
+            ds: vec![0, 20],
+            modes: Mode::DEFAULT.to_vec(),
+            repeats: if quick { 1 } else { 3 },
+            secs: if quick { 0.3 } else { 1.0 },
+            k: 5,
+            stack_kib: 0,
+            out: default_out(),
+            quick,
+            replot: false,
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            if a == "--quick" {
+                continue;
+            }
+            if a == "--replot" {
+                o.replot = true;
+                continue;
+            }
+            if a == "--help" || a == "-h" {
+                return Err(String::new());
+            }
+            let mut value = || {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| format!("{a} needs a value"))
+            };
+            match a.as_str() {
+                "--n" => o.ns = list(a, &value()?)?,
+                "--d" => o.ds = list(a, &value()?)?,
+                "--modes" => {
+                    o.modes = value()?
+                        .split(',')
+                        .map(|s| {
+                            Mode::parse(s).ok_or_else(|| format!("--modes: unknown mode {s:?}"))
+                        })
+                        .collect::<Result<_, _>>()?
+                }
+                "--repeats" => {
+                    o.repeats = value()?.parse().map_err(|_| "--repeats: not a number")?
+                }
+                "--secs" => o.secs = value()?.parse().map_err(|_| "--secs: not a number")?,
+                "--k" => o.k = value()?.parse().map_err(|_| "--k: not a number")?,
+                "--stack-kib" => {
+                    o.stack_kib = value()?.parse().map_err(|_| "--stack-kib: not a number")?
+                }
+                "--out" => o.out = PathBuf::from(value()?),
+                other => return Err(format!("unknown option {other:?}")),
+            }
+        }
+        if o.ns.is_empty() || o.ds.is_empty() || o.modes.is_empty() || o.repeats == 0 {
+            return Err("--n, --d, --modes and --repeats must not be empty or zero".into());
+        }
+        if !(o.secs > 0.0 && o.secs.is_finite()) {
+            return Err("--secs must be a positive number".into());
+        }
+        Ok(o)
+    }
+}
+
+/// `<target>/compare`, found from this binary's path
+/// (`<target>/release/deps/compare-<hash>`), else `target/compare`.
+fn default_out() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.join("compare")))
+        .unwrap_or_else(|| PathBuf::from("target/compare"))
+}

@@ -1,0 +1,220 @@
+//! One cell of the comparison: one mode, N concurrent clients, one view
+//! delay, run in a fresh child process so that its peak RSS and thread count
+//! are its own.
+//!
+//! Load model (closed loop): N client tasks start together; each sends a
+//! request, awaits the response, and sends the next until the cell's
+//! duration is over (at least one request each). Throughput is completed
+//! requests over the time until the last client finished.
+//!
+//! Before the timed part, one untimed warm-up round sends N requests at
+//! once, so pools (fiber stacks, blocking threads, task memory) are at their
+//! working size, as in a server under steady load. The baseline RSS is read
+//! before the warm-up, so "RSS per request" includes what the pools keep.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::common::{self, ViewKind};
+use crate::hist::Histogram;
+use crate::modes::{Handler, Mode};
+use crate::probe::{self, Sampler, StackProbe};
+
+/// What a child process runs.
+#[derive(Clone, Debug)]
+pub struct CellSpec {
+    pub mode: Mode,
+    pub n: usize,
+    pub d_ms: u64,
+    pub secs: f64,
+    pub k: usize,
+    /// Fiber stack size in KiB; 0 = the library default.
+    pub stack_kib: usize,
+}
+
+impl CellSpec {
+    /// The arguments that make a child run this cell.
+    pub fn to_args(&self) -> Vec<String> {
+        vec![
+            "--child".into(),
+            self.mode.name().into(),
+            self.n.to_string(),
+            self.d_ms.to_string(),
+            self.secs.to_string(),
+            self.k.to_string(),
+            self.stack_kib.to_string(),
+        ]
+    }
+
+    /// Parses what `to_args` produced (after `--child`).
+    pub fn from_args(a: &[String]) -> Option<CellSpec> {
+        Some(CellSpec {
+            mode: Mode::parse(a.first()?)?,
+            n: a.get(1)?.parse().ok()?,
+            d_ms: a.get(2)?.parse().ok()?,
+            secs: a.get(3)?.parse().ok()?,
+            k: a.get(4)?.parse().ok()?,
+            stack_kib: a.get(5)?.parse().ok()?,
+        })
+    }
+}
+
+/// Measurements of one cell run. Field names are the CSV/JSON column names.
+#[derive(Clone, Debug, Default)]
+pub struct CellResult {
+    pub fields: BTreeMap<&'static str, f64>,
+}
+
+/// The measured fields, in output order.
+pub const FIELDS: &[&str] = &[
+    "requests",
+    "errors",
+    "elapsed_s",
+    "throughput_rps",
+    "p50_ms",
+    "p99_ms",
+    "cpu_us_per_req",
+    "base_threads",
+    "peak_threads",
+    "base_rss_mib",
+    "peak_rss_mib",
+    "rss_per_req_kib",
+    "peak_stacks",
+    "peak_stack_waiters",
+];
+
+impl CellResult {
+    pub fn get(&self, k: &str) -> f64 {
+        self.fields.get(k).copied().unwrap_or(f64::NAN)
+    }
+
+    /// One line for the parent: `CELL key=value ...`.
+    pub fn to_line(&self) -> String {
+        let mut s = String::from("CELL");
+        for (k, v) in &self.fields {
+            s.push_str(&format!(" {k}={v}"));
+        }
+        s
+    }
+
+    /// Parses a `to_line` line.
+    pub fn parse(line: &str) -> Option<CellResult> {
+        let rest = line.strip_prefix("CELL")?;
+        let mut fields = BTreeMap::new();
+        for kv in rest.split_whitespace() {
+            let (k, v) = kv.split_once('=')?;
+            let key = FIELDS.iter().copied().find(|f| *f == k)?;
+            fields.insert(key, v.parse().ok()?);
+        }
+        Some(CellResult { fields })
+    }
+}
+
+struct Tally {
+    requests: u64,
+    errors: u64,
+    hist: Histogram,
+}
+
+async fn client(handler: Rc<Handler>, tally: Rc<RefCell<Tally>>, deadline: Instant) {
+    loop {
+        let start = Instant::now();
+        let resp = handler.handle(common::request()).await;
+        let took = start.elapsed();
+        let mut t = tally.borrow_mut();
+        t.requests += 1;
+        if resp.status() != http::StatusCode::OK {
+            t.errors += 1;
+        }
+        t.hist.record(took);
+        drop(t);
+        if Instant::now() >= deadline {
+            return;
+        }
+    }
+}
+
+/// Runs the cell on a current-thread runtime with a `LocalSet` (suspendware
+/// futures are `!Send`; the thread-hold mode adds tokio's blocking pool,
+/// 512 threads at most).
+pub fn run(spec: &CellSpec) -> CellResult {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, measure(spec))
+}
+
+async fn measure(spec: &CellSpec) -> CellResult {
+    let handler = Rc::new(Handler::new(
+        spec.mode,
+        spec.k,
+        ViewKind::from_ms(spec.d_ms),
+    ));
+    let _ = handler.handle(common::request()).await;
+    let base_threads = probe::status_field("Threads");
+    let base_rss = probe::status_field("VmRSS");
+    let warm: Vec<_> = (0..spec.n)
+        .map(|_| {
+            let h = handler.clone();
+            tokio::task::spawn_local(async move { h.handle(common::request()).await })
+        })
+        .collect();
+    for w in warm {
+        w.await.expect("warm-up task panicked");
+    }
+    let stacks: Option<StackProbe> = handler.pipeline().cloned().map(|p| {
+        Box::new(move || {
+            let s = p.stack_stats();
+            (s.in_use, s.waiting)
+        }) as StackProbe
+    });
+    let tally = Rc::new(RefCell::new(Tally {
+        requests: 0,
+        errors: 0,
+        hist: Histogram::new(),
+    }));
+    let sampler = Sampler::start(Duration::from_millis(2), stacks);
+
+    let cpu0 = probe::cpu_time();
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(spec.secs);
+    let clients: Vec<_> = (0..spec.n)
+        .map(|_| tokio::task::spawn_local(client(handler.clone(), tally.clone(), deadline)))
+        .collect();
+    for c in clients {
+        c.await.expect("client task panicked");
+    }
+    let elapsed = start.elapsed();
+    let cpu_end = probe::cpu_time();
+    let peaks = sampler.finish();
+    let cpu = cpu_end.saturating_sub(cpu0).saturating_sub(peaks.own_cpu);
+    let hwm = probe::status_field("VmHWM").max(peaks.rss_kib);
+
+    let t = tally.borrow();
+    let hist = &t.hist;
+    let reqs = t.requests as f64;
+    let mut f = BTreeMap::new();
+    f.insert("requests", reqs);
+    f.insert("errors", t.errors as f64);
+    f.insert("elapsed_s", elapsed.as_secs_f64());
+    f.insert("throughput_rps", reqs / elapsed.as_secs_f64());
+    f.insert("p50_ms", hist.quantile(0.50).as_secs_f64() * 1e3);
+    f.insert("p99_ms", hist.quantile(0.99).as_secs_f64() * 1e3);
+    // Process CPU (all threads but the sampler), in 10 ms ticks.
+    f.insert("cpu_us_per_req", cpu.as_secs_f64() * 1e6 / reqs);
+    f.insert("base_threads", base_threads as f64);
+    f.insert("peak_threads", peaks.threads.max(base_threads) as f64);
+    f.insert("base_rss_mib", base_rss as f64 / 1024.0);
+    f.insert("peak_rss_mib", hwm as f64 / 1024.0);
+    f.insert(
+        "rss_per_req_kib",
+        hwm.saturating_sub(base_rss) as f64 / spec.n as f64,
+    );
+    f.insert("peak_stacks", peaks.stacks_in_use as f64);
+    f.insert("peak_stack_waiters", peaks.stack_waiters as f64);
+    CellResult { fields: f }
+}
