@@ -90,9 +90,9 @@ impl<'a> Next<'a> {
                         Ok(resp) => resp,
                         // The async side was dropped: the request is
                         // cancelled; unwind this thread's frames.
-                        Err(_closed) => std::panic::resume_unwind(Box::new(
-                            crate::panic::Cancelled,
-                        )),
+                        Err(_closed) => {
+                            std::panic::resume_unwind(Box::new(crate::panic::Cancelled))
+                        }
                     }
                 }
             }

@@ -130,10 +130,7 @@ impl RuntimeHandle {
     /// Jobs in flight (queued or running) on worker `index`; `0` for an
     /// index out of range.
     pub fn in_flight(&self, index: usize) -> usize {
-        self.shared
-            .workers
-            .get(index)
-            .map_or(0, |w| w.in_flight())
+        self.shared.workers.get(index).map_or(0, |w| w.in_flight())
     }
 
     /// Whether shutdown has begun (new work is refused).

@@ -145,7 +145,11 @@ fn queue_receiver_dropped_vs_push() {
         });
         drop(rx);
         let (_refused, tx) = producer.join().unwrap();
-        assert_eq!(drops.load(Ordering::SeqCst), 1, "value not dropped exactly once");
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            1,
+            "value not dropped exactly once"
+        );
         assert!(tx.is_closed());
     });
 }

@@ -16,9 +16,7 @@ use std::pin::pin;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use suspendware::__loom::{
-    begin_shutdown, oneshot, unstarted, Job, WorkerLoop, WorkerReport,
-};
+use suspendware::__loom::{begin_shutdown, oneshot, unstarted, Job, WorkerLoop, WorkerReport};
 use suspendware::{DispatchError, LocalBoxFuture};
 
 /// Runs each job to completion as it is received.
@@ -48,17 +46,18 @@ fn serve_with_local_tasks(work: WorkerLoop, grace_over: bool) -> WorkerReport {
         }
     };
     let start = |job: Job| tasks.borrow_mut().extend(job.start());
-    let mut serve = pin!(work.serve(start, grace));
-    let report = loom::future::block_on(poll_fn(|cx| {
-        // One round of the executor: the loop, then every task (a task
-        // finishing wakes the loop's drain through the same waker).
-        let report = serve.as_mut().poll(cx);
-        tasks
-            .borrow_mut()
-            .retain_mut(|t| t.as_mut().poll(cx).is_pending());
-        report
-    }));
-    drop(serve);
+    let report = {
+        let mut serve = pin!(work.serve(start, grace));
+        loom::future::block_on(poll_fn(|cx| {
+            // One round of the executor: the loop, then every task (a task
+            // finishing wakes the loop's drain through the same waker).
+            let report = serve.as_mut().poll(cx);
+            tasks
+                .borrow_mut()
+                .retain_mut(|t| t.as_mut().poll(cx).is_pending());
+            report
+        }))
+    };
     // What the worker does after the loop: drop the tasks left (cancel).
     tasks.borrow_mut().clear();
     report
@@ -86,8 +85,16 @@ fn runtime_dispatch_and_reply() {
             async { 42u32 }
         });
         assert_eq!(loom::future::block_on(dispatch), Ok(42));
-        assert_eq!(handle.in_flight(0), 0, "answered but still counted in flight");
-        assert_eq!(runs.load(Ordering::SeqCst), 1, "the job must run exactly once");
+        assert_eq!(
+            handle.in_flight(0),
+            0,
+            "answered but still counted in flight"
+        );
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            1,
+            "the job must run exactly once"
+        );
         begin_shutdown(&handle);
         let report = worker.join().unwrap();
         assert_eq!(report.cancelled, 0);
