@@ -87,7 +87,7 @@ impl Chain {
                         Err(p) => return to_response(&chain.panic_handler, &entry.name, p),
                     };
                     let fut = tracing::Instrument::instrument(fut, span);
-                    CatchPanic::new(Box::pin(fut), &chain.panic_handler, &entry.name).await
+                    CatchPanic::new(fut, &chain.panic_handler, &entry.name).await
                 })
             }
         }
@@ -104,8 +104,7 @@ impl Chain {
         backend: Backend<'_>,
     ) -> Response {
         let entry = &self.entries[pos];
-        let span = tracing::debug_span!("middleware", name = %entry.name, exec = "sync");
-        let _span = LayerSpan::enter(span);
+        let _span = sync_layer_span(&entry.name);
         let _active = ActiveLayer::set(pos);
         let mut next = Next::new(self, pos + 1, end, backend);
         catch_sync(&self.panic_handler, &entry.name, || {
@@ -117,6 +116,14 @@ impl Chain {
     pub(crate) fn name(&self, i: usize) -> &str {
         &self.entries[i].name
     }
+}
+
+/// The span of a sync layer. Out of line: the `span!` machinery needs a
+/// few hundred bytes of locals, which would otherwise sit in every layer's
+/// frame on the fiber stack even when tracing is off.
+#[inline(never)]
+fn sync_layer_span(name: &str) -> LayerSpan {
+    LayerSpan::enter(tracing::debug_span!("middleware", name = %name, exec = "sync"))
 }
 
 fn view_called_next() -> Response {

@@ -32,6 +32,11 @@ use crate::error::StackError;
 use crate::middleware::LocalBoxFuture;
 use crate::next::Backend;
 
+struct Acquire {
+    req: Option<Request>,
+    wait: LocalBoxFuture<'static, Result<DefaultStack, StackError>>,
+}
+
 pub(crate) struct SegmentFuture {
     chain: Arc<Chain>,
     seg: usize,
@@ -42,19 +47,13 @@ pub(crate) struct SegmentFuture {
 }
 
 enum State {
-    /// Waiting for a stack from a full pool.
-    Acquire {
-        req: Option<Request>,
-        start: usize,
-        end: usize,
-        wait: LocalBoxFuture<'static, Result<DefaultStack, StackError>>,
-    },
+    /// Waiting for a stack from a full pool (the slow path: boxed, so the
+    /// state moved around on the fast path stays small).
+    Acquire(Box<Acquire>),
     Running {
         fiber: Fiber,
         /// The inner part, while the fiber waits in `get_response`.
         inner: Option<LocalBoxFuture<'static, Response>>,
-        /// What to resume the fiber with next.
-        resume: Option<Resumed>,
     },
     /// No stack could be had (map budget or mmap failure): answer 503.
     Failed(Option<StackError>),
@@ -74,12 +73,10 @@ impl SegmentFuture {
             Ok(Some(stack)) => start_fiber(&chain, &rctx, stack, start, end, req),
             Ok(None) => {
                 let pool = chain.pool.clone();
-                State::Acquire {
+                State::Acquire(Box::new(Acquire {
                     req: Some(req),
-                    start,
-                    end,
                     wait: Box::pin(async move { pool.acquire().await }),
-                }
+                }))
             }
             Err(e) => State::Failed(Some(e)),
         };
@@ -108,11 +105,7 @@ fn start_fiber(
         Some(rctx.clone()),
         move || body_chain.call_sync(start, end, req, Backend::Fiber),
     );
-    State::Running {
-        fiber,
-        inner: None,
-        resume: Some(Resumed::Poll),
-    }
+    State::Running { fiber, inner: None }
 }
 
 fn unavailable(e: &StackError) -> Response {
@@ -129,37 +122,31 @@ impl Future for SegmentFuture {
         let this = &mut *self;
         loop {
             match &mut this.state {
-                State::Acquire {
-                    req,
-                    start,
-                    end,
-                    wait,
-                } => match wait.as_mut().poll(cx) {
+                State::Acquire(acq) => match acq.wait.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Ok(stack)) => {
-                        let req = req.take().expect("request taken twice");
-                        this.state = start_fiber(&this.chain, &this.rctx, stack, *start, *end, req);
+                        let req = acq.req.take().expect("request taken twice");
+                        let (start, end) = this.layers;
+                        this.state = start_fiber(&this.chain, &this.rctx, stack, start, end, req);
                     }
                     Poll::Ready(Err(e)) => {
                         this.state = State::Done;
                         return Poll::Ready(unavailable(&e));
                     }
                 },
-                State::Running {
-                    fiber,
-                    inner,
-                    resume,
-                } => {
-                    if let Some(f) = inner {
-                        match f.as_mut().poll(cx) {
+                State::Running { fiber, inner } => {
+                    // Resume with the inner part's response if it was
+                    // running, else (first poll, or woken after `wait`) poll.
+                    let input = match inner {
+                        Some(f) => match f.as_mut().poll(cx) {
                             Poll::Pending => return Poll::Pending,
                             Poll::Ready(r) => {
                                 *inner = None;
-                                *resume = Some(Resumed::Response(r));
+                                Resumed::Response(r)
                             }
-                        }
-                    }
-                    let input = resume.take().unwrap_or(Resumed::Poll);
+                        },
+                        None => Resumed::Poll,
+                    };
                     let t0 = this.chain.watchdog.map(|_| coarse_now_ns());
                     let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         fiber.resume(cx.waker(), input)

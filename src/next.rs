@@ -74,29 +74,40 @@ impl<'a> Next<'a> {
                 if self.pos < self.end {
                     self.chain.call_sync(self.pos, self.end, req, self.backend)
                 } else {
-                    match coro::suspend("get_response", Suspend::Inner(req)) {
-                        Resumed::Response(r) => r,
-                        Resumed::Poll => {
-                            unreachable!("driver resumed get_response without a response")
-                        }
-                    }
+                    suspend_for_inner(req)
                 }
             }
             Backend::Thread(link) => {
                 if self.pos < self.end {
                     self.chain.call_sync(self.pos, self.end, req, self.backend)
                 } else {
-                    match link.inner(req) {
-                        Ok(resp) => resp,
-                        // The async side was dropped: the request is
-                        // cancelled; unwind this thread's frames.
-                        Err(_closed) => {
-                            std::panic::resume_unwind(Box::new(crate::panic::Cancelled))
-                        }
-                    }
+                    block_for_inner(link, req)
                 }
             }
         }
+    }
+}
+
+/// The end of a fiber segment: hand the request to the driver and wait for
+/// the inner part's response. Out of line so `get_response`'s frame (one per
+/// sync layer on the fiber stack) does not carry this path's temporaries.
+#[inline(never)]
+fn suspend_for_inner(req: Request) -> Response {
+    match coro::suspend("get_response", Suspend::Inner(req)) {
+        Resumed::Response(r) => r,
+        Resumed::Poll => unreachable!("driver resumed get_response without a response"),
+    }
+}
+
+/// The end of a held-thread segment: hand the request to the async side and
+/// block until it answers. Out of line for the same reason as
+/// [`suspend_for_inner`]. A dropped async side means the request was
+/// cancelled: unwind this thread's frames.
+#[inline(never)]
+fn block_for_inner(link: &ThreadLink, req: Request) -> Response {
+    match link.inner(req) {
+        Ok(resp) => resp,
+        Err(_closed) => std::panic::resume_unwind(Box::new(crate::panic::Cancelled)),
     }
 }
 

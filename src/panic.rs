@@ -54,6 +54,11 @@ pub(crate) fn payload_message(p: &(dyn Any + Send)) -> &str {
 
 /// Logs a caught panic and asks the handler for the response. A
 /// [`Cancelled`] payload is re-raised untouched.
+///
+/// Out of line and cold: it must not enlarge the frames of the layer calls
+/// that can reach it (every sync layer's frame sits on a fiber stack).
+#[cold]
+#[inline(never)]
 pub(crate) fn to_response(
     handler: &PanicHandler,
     location: &str,
@@ -85,6 +90,7 @@ pub(crate) struct PanicMarker {
 }
 
 /// Runs `f`, turning a panic into the handler's response.
+#[inline]
 pub(crate) fn catch_sync(
     handler: &PanicHandler,
     location: &str,
@@ -97,15 +103,16 @@ pub(crate) fn catch_sync(
 }
 
 /// A future that turns a panic while polling its inner future into the
-/// handler's response.
-pub(crate) struct CatchPanic<'a, F: ?Sized> {
-    inner: Pin<Box<F>>,
+/// handler's response. The inner future is `Unpin` (a boxed middleware
+/// future, possibly instrumented), so it is held by value: no extra box.
+pub(crate) struct CatchPanic<'a, F> {
+    inner: F,
     handler: &'a PanicHandler,
     location: &'a str,
 }
 
-impl<'a, F: Future<Output = Response> + ?Sized> CatchPanic<'a, F> {
-    pub(crate) fn new(inner: Pin<Box<F>>, handler: &'a PanicHandler, location: &'a str) -> Self {
+impl<'a, F: Future<Output = Response> + Unpin> CatchPanic<'a, F> {
+    pub(crate) fn new(inner: F, handler: &'a PanicHandler, location: &'a str) -> Self {
         CatchPanic {
             inner,
             handler,
@@ -114,11 +121,11 @@ impl<'a, F: Future<Output = Response> + ?Sized> CatchPanic<'a, F> {
     }
 }
 
-impl<F: Future<Output = Response> + ?Sized> Future for CatchPanic<'_, F> {
+impl<F: Future<Output = Response> + Unpin> Future for CatchPanic<'_, F> {
     type Output = Response;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
         let this = &mut *self;
-        match panic::catch_unwind(AssertUnwindSafe(|| this.inner.as_mut().poll(cx))) {
+        match panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut this.inner).poll(cx))) {
             Ok(p) => p,
             Err(payload) => Poll::Ready(to_response(this.handler, this.location, payload)),
         }

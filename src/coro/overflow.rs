@@ -54,14 +54,20 @@ impl GuardRange {
 }
 
 thread_local! {
+    /// Whether this thread's alternate signal stack has been checked.
+    static ALT_CHECKED: Cell<bool> = const { Cell::new(false) };
     static RUNNING: Cell<GuardRange> = const { Cell::new(GuardRange::NONE) };
     static ALT_STACK: AltStack = const { AltStack { checked: Cell::new(false), map: Cell::new(ptr::null_mut()) } };
 }
 
 /// Records `g` as the guard range of the fiber about to run on this thread;
 /// returns the previous value so the caller can restore it.
+#[inline]
 pub(crate) fn set_running(g: GuardRange) -> GuardRange {
-    if g != GuardRange::NONE {
+    // Fast path: one destructor-less thread-local read. `ALT_STACK` has a
+    // destructor, so touching it costs a registration check every time.
+    if g.stack_size != 0 && !ALT_CHECKED.with(|c| c.get()) {
+        ALT_CHECKED.with(|c| c.set(true));
         ALT_STACK.with(AltStack::ensure);
     }
     RUNNING.with(|r| r.replace(g))
