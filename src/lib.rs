@@ -120,6 +120,9 @@ pub use trace::{enter_span, SpanGuard};
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod __loom {
+    pub use crate::handoff::queue::{queue, QueueRx, QueueTx};
     pub use crate::handoff::{oneshot, Closed, Receiver, Sender};
+    pub use crate::runtime::model::{begin_shutdown, unstarted, Job, WorkerLoop, WorkerReport};
     pub use crate::stack_pool::{PoolCore, TryAcquire};
+    pub use crate::thread::link::{link, AsyncEnd, ThreadLink};
 }

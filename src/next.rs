@@ -9,7 +9,7 @@ use crate::body::{Request, Response};
 use crate::chain::Chain;
 use crate::context::RequestCtx;
 use crate::coro::{self, Resumed, Suspend};
-use crate::thread::segment::ThreadLink;
+use crate::thread::link::ThreadLink;
 
 /// Where the sync code holding a `Next` runs.
 #[derive(Clone, Copy)]
@@ -81,7 +81,7 @@ impl<'a> Next<'a> {
                 if self.pos < self.end {
                     self.chain.call_sync(self.pos, self.end, req, self.backend)
                 } else {
-                    link.inner(req)
+                    block_for_inner(link, req)
                 }
             }
         }
@@ -96,6 +96,18 @@ fn suspend_for_inner(req: Request) -> Response {
     match coro::suspend("get_response", Suspend::Inner(req)) {
         Resumed::Response(r) => r,
         Resumed::Poll => unreachable!("driver resumed get_response without a response"),
+    }
+}
+
+/// The end of a held-thread segment: hand the request to the async side and
+/// block until it answers. Out of line for the same reason as
+/// [`suspend_for_inner`]. A dropped async side means the request was
+/// cancelled: unwind this thread's frames.
+#[inline(never)]
+fn block_for_inner(link: &ThreadLink, req: Request) -> Response {
+    match link.inner(req) {
+        Ok(resp) => resp,
+        Err(_closed) => std::panic::resume_unwind(Box::new(crate::panic::Cancelled)),
     }
 }
 

@@ -233,6 +233,25 @@ fn oneshot_polled_then_dropped_vs_send() {
     });
 }
 
+/// The worker's job waits for its caller to go away (`Sender::poll_closed`,
+/// the `tx.closed()` branch of a dispatched job) while the caller drops its
+/// `Dispatch` (the receiver): the sender's task is woken and sees it.
+/// A lost wake-up leaves `block_on` parked forever (loom: deadlock).
+///
+/// Catches: `Receiver::drop` waking the `closed_waker` before setting
+/// `RX_DROPPED` (deadlock); `poll_closed` reading the state before taking
+/// its lock and registering without a re-check (deadlock).
+#[test]
+fn oneshot_poll_closed_vs_receiver_drop() {
+    loom::model(|| {
+        let (mut tx, rx) = oneshot::<u32>();
+        let dropper = thread::spawn(move || drop(rx));
+        loom::future::block_on(std::future::poll_fn(|cx| tx.poll_closed(cx)));
+        dropper.join().unwrap();
+        assert_eq!(tx.send(1), Err(1), "the receiver is gone");
+    });
+}
+
 // ------------------------------------------------------------- stack pool
 
 /// A core with `max` slots whose `waiters` counter already has a SeqCst
@@ -461,3 +480,12 @@ fn pool_two_waiters_one_release() {
         assert_eq!(stats.idle, 1 - holding);
     });
 }
+
+// ------------------------------------------------ queue, runtime, Adapt
+
+#[path = "loom/adapt.rs"]
+mod adapt;
+#[path = "loom/queue.rs"]
+mod queue;
+#[path = "loom/runtime.rs"]
+mod runtime;

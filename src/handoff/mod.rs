@@ -3,8 +3,10 @@
 //! ([`Receiver::recv_blocking`]).
 //!
 //! Used where a result crosses threads towards code that suspended for it:
-//! [`crate::blocking`] (a pool thread answers a suspended fiber) and the
-//! Adapt mode's thread blocked in `get_response`.
+//! [`crate::blocking`] (a pool thread answers a suspended fiber), the
+//! Adapt mode's thread blocked in `get_response`, and the runtime's reply to
+//! a dispatch (`src/runtime/reply.rs`). [`queue`] is its many-values
+//! sibling (the runtime's job queues, Adapt's thread→async messages).
 //!
 //! ## Shape
 //!
@@ -33,6 +35,12 @@
 //!
 //! The loom models in `tests/loom.rs` check this with the real code.
 //!
+//! The sender can wait for the receiver to go away
+//! ([`Sender::poll_closed`], so a worker stops work nobody awaits): the same
+//! rule with the roles swapped — the receiver's drop sets `RX_DROPPED`
+//! before it locks `closed_waker`, the sender reads the state under that
+//! lock and registers under it.
+//!
 //! ## Who drops the value
 //!
 //! Exactly one of [`Sender::send`] and the receiver's drop sees the other's
@@ -40,7 +48,9 @@
 //! ordered): a send that sees `RX_DROPPED` takes its value back and returns
 //! it as `Err`; a receiver dropped after `SENT` drops the unclaimed value.
 
+pub(crate) mod queue;
 pub(crate) mod state;
+pub(crate) mod wait_slot;
 
 mod receiver;
 mod sender;
@@ -77,6 +87,7 @@ pub fn oneshot<T>() -> (Sender<T>, Receiver<T>) {
         value: Mutex::new(None),
         waiter: Mutex::new(Waiter::None),
         parked: Condvar::new(),
+        closed_waker: Mutex::new(None),
     });
     (Sender::new(shared.clone()), Receiver::new(shared))
 }
@@ -93,6 +104,10 @@ struct Shared<T> {
     waiter: Mutex<Waiter>,
     /// Where [`Receiver::recv_blocking`] parks (paired with `waiter`'s lock).
     parked: Condvar,
+    /// The sender's task waiting in [`Sender::poll_closed`]. Changed only
+    /// under this lock; read by the receiver's drop after it set
+    /// `RX_DROPPED`.
+    closed_waker: Mutex<Option<Waker>>,
 }
 
 /// The receiver's registration.

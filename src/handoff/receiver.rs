@@ -84,6 +84,12 @@ impl<T> Drop for Receiver<T> {
             &mut *lock(&self.shared.waiter),
             Waiter::None,
         ));
+        // After `RX_DROPPED` is set (module docs): a sender in
+        // `poll_closed` either saw the bit or left its waker here.
+        let closed = lock(&self.shared.closed_waker).take();
+        if let Some(w) = closed {
+            w.wake();
+        }
     }
 }
 

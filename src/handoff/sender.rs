@@ -1,6 +1,7 @@
 //! The sending half.
 
 use std::fmt;
+use std::task::{Context, Poll};
 
 use super::state::{SENT, TX_DROPPED};
 use super::Shared;
@@ -41,6 +42,26 @@ impl<T> Sender<T> {
         }
         shared.wake_receiver();
         Ok(())
+    }
+
+    /// `Ready` once the receiver is dropped (nobody wants the value any
+    /// more); otherwise registers `cx`'s waker to be woken by that drop.
+    pub fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let shared = self
+            .shared
+            .as_ref()
+            .expect("suspendware: hand-off Sender used after send");
+        let mut slot = lock(&shared.closed_waker);
+        // Read under the lock, register under it: a receiver dropped after
+        // this read finds the waker (module docs).
+        if shared.load().is_rx_dropped() {
+            return Poll::Ready(());
+        }
+        match &*slot {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 }
 

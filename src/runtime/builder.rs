@@ -3,13 +3,13 @@
 use std::num::NonZeroUsize;
 use std::thread;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::dispatch::Shared;
 use super::error::RuntimeError;
+use super::serve::WorkerLoop;
 use super::shutdown::Runtime;
 use super::worker::{self, WorkerState};
-use crate::loom::sync::atomic::{AtomicUsize, Ordering};
 use crate::loom::sync::Arc;
 
 /// Configures a [`Runtime`].
@@ -49,25 +49,12 @@ impl RuntimeBuilder {
         if self.workers == 0 {
             return Err(RuntimeError::NoWorkers);
         }
-        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (stop, _) = watch::channel(None);
-        let mut states = Vec::with_capacity(self.workers);
-        let mut receivers = Vec::with_capacity(self.workers);
-        for _ in 0..self.workers {
-            let (tx, rx) = mpsc::unbounded_channel();
-            states.push(Arc::new(WorkerState {
-                in_flight: AtomicUsize::new(0),
-                idle: tokio::sync::Notify::new(),
-                tx,
-            }));
-            receivers.push(rx);
-        }
-        let shared = Arc::new(Shared::new(id, states, stop));
+        let (shared, loops) = parts(self.workers);
+        let id = shared.id;
         let mut runtime = Runtime::new_empty(shared.clone());
-        for (index, rx) in receivers.into_iter().enumerate() {
+        for (index, work) in loops.into_iter().enumerate() {
             let name = format!("{}-{index}", self.thread_name);
-            let state = shared.workers[index].clone();
-            match worker::spawn(id, index, name, state, rx, shared.stop.subscribe()) {
+            match worker::spawn(id, index, name, work, shared.stop.subscribe()) {
                 Ok(t) => runtime.threads.push(t),
                 // Dropping `runtime` stops and joins the workers started so far.
                 Err(source) => return Err(RuntimeError::Spawn { index, source }),
@@ -75,4 +62,14 @@ impl RuntimeBuilder {
         }
         Ok(runtime)
     }
+}
+
+/// A runtime's shared state and its workers' loops, no thread started:
+/// what [`RuntimeBuilder::build`] runs on the worker threads, and what the
+/// loom models run on loom threads.
+pub(crate) fn parts(workers: usize) -> (Arc<Shared>, Vec<WorkerLoop>) {
+    let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (stop, _) = watch::channel(None);
+    let (states, loops) = (0..workers).map(|_| WorkerState::new()).unzip();
+    (Arc::new(Shared::new(id, states, stop)), loops)
 }

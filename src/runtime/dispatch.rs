@@ -7,6 +7,15 @@
 //! running) wins; the scan starts at a round-robin cursor, so ties (an idle
 //! runtime, equal loads) rotate through the workers. With a handful of
 //! workers the scan is a few relaxed loads.
+//!
+//! ## Racing a shutdown
+//!
+//! A dispatch is accepted iff its push onto the worker's queue succeeds;
+//! shutdown closes the queues (after it stopped accepting and published the
+//! deadline). So a dispatch either is accepted — the worker's loop receives
+//! it before it sees the queue closed, starts it, and waits for it up to the
+//! deadline — or gets [`DispatchError::ShuttingDown`]. The `accepting` flag
+//! only refuses early, without building the job.
 
 use std::fmt;
 use std::future::{poll_fn, Future};
@@ -15,7 +24,7 @@ use std::pin::{pin, Pin};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::error::DispatchError;
 use super::reply::{self, ReplyRx};
@@ -48,6 +57,17 @@ impl Shared {
             accepting: AtomicBool::new(true),
             cursor: AtomicUsize::new(0),
             stop,
+        }
+    }
+
+    /// Begins a shutdown: refuses new work, publishes `deadline` (the
+    /// workers' grace ends there), then closes every worker's queue — the
+    /// cut-off between accepted and refused dispatches (module docs).
+    pub(crate) fn begin_shutdown(&self, deadline: Instant) {
+        self.accepting.store(false, Ordering::SeqCst);
+        self.stop.send_replace(Some(deadline));
+        for worker in &self.workers {
+            worker.queue.close();
         }
     }
 }
@@ -110,10 +130,7 @@ impl RuntimeHandle {
     /// Jobs in flight (queued or running) on worker `index`; `0` for an
     /// index out of range.
     pub fn in_flight(&self, index: usize) -> usize {
-        self.shared
-            .workers
-            .get(index)
-            .map_or(0, |w| w.in_flight.load(Ordering::Relaxed))
+        self.shared.workers.get(index).map_or(0, |w| w.in_flight())
     }
 
     /// Whether shutdown has begun (new work is refused).
@@ -162,6 +179,7 @@ impl RuntimeHandle {
     {
         let worker = &self.shared.workers[index];
         let in_flight = InFlight::enter(worker);
+        // Early refusal only; the cut-off is the push below (module docs).
         if !self.shared.accepting.load(Ordering::SeqCst) {
             return Dispatch::failed(DispatchError::ShuttingDown);
         }
@@ -179,13 +197,22 @@ impl RuntimeHandle {
                 let _ = tx.send(outcome);
             })
         });
-        match worker.tx.send(job) {
+        match worker.queue.push(job) {
             Ok(()) => Dispatch {
                 state: State::Waiting(rx),
             },
-            // The worker has exited (its receiver is gone); the job and its
-            // in-flight mark were dropped with the error.
-            Err(mpsc::error::SendError(_job)) => Dispatch::failed(DispatchError::Aborted),
+            Err(job) => {
+                // Never queued: its in-flight mark and reply end go now.
+                drop(job);
+                // Closed by a shutdown (which stopped accepting before it
+                // closed the queue, so this load sees it), or because the
+                // worker's loop is gone (its thread died).
+                Dispatch::failed(if self.shared.accepting.load(Ordering::SeqCst) {
+                    DispatchError::Aborted
+                } else {
+                    DispatchError::ShuttingDown
+                })
+            }
         }
     }
 }

@@ -20,6 +20,7 @@ mod builder;
 mod dispatch;
 mod error;
 mod reply;
+mod serve;
 mod shutdown;
 mod worker;
 
@@ -28,3 +29,23 @@ pub use dispatch::{Dispatch, RuntimeHandle};
 pub use error::{DispatchError, RuntimeError};
 pub use shutdown::{Runtime, ShutdownReport};
 pub use worker::worker_index;
+
+/// Entry points for the loom models (`suspendware::__loom`).
+#[cfg(loom)]
+pub(crate) mod model {
+    pub use super::serve::WorkerLoop;
+    pub use super::worker::{Job, WorkerReport};
+    use super::RuntimeHandle;
+
+    /// A runtime with `workers` workers whose loops are returned instead of
+    /// started on threads (run each with [`WorkerLoop::serve`]).
+    pub fn unstarted(workers: usize) -> (RuntimeHandle, Vec<WorkerLoop>) {
+        let (shared, loops) = super::builder::parts(workers);
+        (RuntimeHandle { shared }, loops)
+    }
+
+    /// What `Runtime::shutdown` does before it joins the threads.
+    pub fn begin_shutdown(handle: &RuntimeHandle) {
+        handle.shared.begin_shutdown(std::time::Instant::now());
+    }
+}

@@ -1,23 +1,21 @@
-//! The one-shot channel a worker answers a dispatch through.
-//!
-//! Everything about the reply channel lives here so it can be swapped (for
-//! the crate's loom-checked hand-off) without touching dispatch or the
-//! workers. Today it is `tokio::sync::oneshot`.
+//! The one-shot channel a worker answers a dispatch through: the crate's
+//! loom-checked hand-off ([`crate::handoff`]), wrapped to the two things
+//! dispatch needs (answer, or notice the caller left).
 
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::sync::oneshot;
+use crate::handoff::{self, Receiver, Sender};
 
 /// A fresh reply channel.
 pub(crate) fn channel<T>() -> (ReplyTx<T>, ReplyRx<T>) {
-    let (tx, rx) = oneshot::channel();
+    let (tx, rx) = handoff::oneshot();
     (ReplyTx(tx), ReplyRx(rx))
 }
 
 /// The worker's end.
-pub(crate) struct ReplyTx<T>(oneshot::Sender<T>);
+pub(crate) struct ReplyTx<T>(Sender<T>);
 
 impl<T> ReplyTx<T> {
     /// Delivers the value; gives it back if the caller already went away.
@@ -28,13 +26,13 @@ impl<T> ReplyTx<T> {
     /// Completes when the caller drops its end (it no longer wants the
     /// answer, so the work can be cancelled).
     pub(crate) async fn closed(&mut self) {
-        self.0.closed().await
+        poll_fn(|cx| self.0.poll_closed(cx)).await
     }
 }
 
 /// The caller's end: a future of `Some(value)`, or `None` when the worker
 /// dropped its end without answering.
-pub(crate) struct ReplyRx<T>(oneshot::Receiver<T>);
+pub(crate) struct ReplyRx<T>(Receiver<T>);
 
 impl<T> Future for ReplyRx<T> {
     type Output = Option<T>;

@@ -8,7 +8,6 @@ use super::builder::RuntimeBuilder;
 use super::dispatch::{RuntimeHandle, Shared};
 use super::error::RuntimeError;
 use super::worker::{on_runtime, WorkerReport};
-use crate::loom::sync::atomic::Ordering;
 use crate::loom::sync::Arc;
 
 /// N worker threads, each a current-thread tokio runtime with a `LocalSet`,
@@ -107,9 +106,7 @@ impl Runtime {
 
     fn stop(&mut self, grace: Duration) -> ShutdownReport {
         let start = Instant::now();
-        // SeqCst: see `InFlight::enter`.
-        self.shared.accepting.store(false, Ordering::SeqCst);
-        self.shared.stop.send_replace(Some(start + grace));
+        self.shared.begin_shutdown(start + grace);
         let mut report = ShutdownReport::default();
         for t in self.threads.drain(..) {
             match t.join() {
@@ -134,8 +131,7 @@ impl Drop for Runtime {
         }
         if on_runtime(self.shared.id) {
             // Joining would wait for this very thread: stop without joining.
-            self.shared.accepting.store(false, Ordering::SeqCst);
-            self.shared.stop.send_replace(Some(Instant::now()));
+            self.shared.begin_shutdown(Instant::now());
             self.threads.clear();
             return;
         }

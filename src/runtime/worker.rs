@@ -1,7 +1,8 @@
 //! One worker: an OS thread with a current-thread tokio runtime and a
-//! `LocalSet`. Work arrives as [`Job`]s on an unbounded channel and runs as
-//! local tasks, so fibers (and every `!Send` future) stay on this thread
-//! from start to end.
+//! `LocalSet`. Work arrives as [`Job`]s on the worker's queue
+//! ([`crate::handoff::queue`]) and runs as local tasks, so fibers (and every
+//! `!Send` future) stay on this thread from start to end. The loop itself is
+//! in `serve.rs`.
 
 use std::cell::Cell;
 use std::io;
@@ -9,23 +10,48 @@ use std::panic::{self, AssertUnwindSafe};
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::watch;
 use tokio::task::LocalSet;
 
+use super::serve::WorkerLoop;
+use crate::handoff::queue::{self, QueueTx};
+use crate::handoff::wait_slot::WaitSlot;
 use crate::loom::sync::atomic::{AtomicUsize, Ordering};
 use crate::loom::sync::Arc;
 use crate::middleware::LocalBoxFuture;
 
-/// What the dispatcher and the worker share about one worker.
+/// What the dispatchers and the worker share about one worker.
 pub(crate) struct WorkerState {
     /// Work dispatched to this worker and not finished (queued or running).
-    /// Raised by the dispatcher before it checks that the runtime accepts
-    /// work, lowered when the job is dropped (finished, cancelled, or never
-    /// delivered).
+    /// Raised by the dispatcher before it enqueues (least-loaded placement
+    /// reads it), lowered when the job is dropped (finished, cancelled, or
+    /// never delivered).
     pub(crate) in_flight: AtomicUsize,
-    /// Signalled when `in_flight` drops to zero (the drain waits on it).
-    pub(crate) idle: Notify,
-    pub(crate) tx: mpsc::UnboundedSender<Job>,
+    /// Notified when `in_flight` drops to zero (the drain at shutdown waits
+    /// on it).
+    pub(crate) idle: WaitSlot,
+    /// The worker's job queue. Closing it is the shutdown's cut-off: a job
+    /// whose push succeeded is received by the worker's loop (the queue
+    /// drains before it reports closed); a later push fails.
+    pub(crate) queue: QueueTx<Job>,
+}
+
+impl WorkerState {
+    /// A worker's shared state and its (not yet running) loop.
+    pub(crate) fn new() -> (Arc<WorkerState>, WorkerLoop) {
+        let (tx, rx) = queue::queue();
+        let state = Arc::new(WorkerState {
+            in_flight: AtomicUsize::new(0),
+            idle: WaitSlot::new(),
+            queue: tx,
+        });
+        (state.clone(), WorkerLoop::new(state, rx))
+    }
+
+    /// Jobs in flight (queued or running).
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
 }
 
 /// Work for a worker: a closure run on the worker that makes the task's
@@ -33,7 +59,7 @@ pub(crate) struct WorkerState {
 /// drops it just before it answers, so a caller that has its answer sees
 /// the work no longer in flight; if the job or its future is dropped
 /// instead, the mark goes with it.
-pub(crate) struct Job {
+pub struct Job {
     make: Box<dyn FnOnce(InFlight) -> LocalBoxFuture<'static, ()> + Send>,
     in_flight: InFlight,
 }
@@ -48,6 +74,30 @@ impl Job {
             in_flight,
         }
     }
+
+    /// Makes the job's future (on the worker thread). A panic while making
+    /// it is caught and logged (`None`): the worker keeps serving and the
+    /// caller sees the work aborted (its reply end was dropped).
+    pub fn start(self) -> Option<LocalBoxFuture<'static, ()>> {
+        let Job { make, in_flight } = self;
+        match panic::catch_unwind(AssertUnwindSafe(move || make(in_flight))) {
+            Ok(fut) => Some(fut),
+            Err(p) => {
+                let message = crate::panic::payload_message(&*p);
+                tracing::error!(
+                    panic = message,
+                    "a job panicked before it started; the worker keeps serving"
+                );
+                None
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").finish_non_exhaustive()
+    }
 }
 
 /// One unit of `WorkerState::in_flight`, given back on drop.
@@ -55,9 +105,6 @@ pub(crate) struct InFlight(Arc<WorkerState>);
 
 impl InFlight {
     pub(crate) fn enter(worker: &Arc<WorkerState>) -> InFlight {
-        // SeqCst pairs with `Runtime::shutdown`: a dispatcher that still sees
-        // the runtime accepting (SeqCst load after this add) has its add
-        // ordered before the shutdown's store, so the draining worker sees it.
         worker.in_flight.fetch_add(1, Ordering::SeqCst);
         InFlight(worker.clone())
     }
@@ -65,18 +112,19 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        // Count first, then notify (`WaitSlot`'s protocol): a drain that
+        // checks after this sees 0; one that registered before is woken.
         if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            // `notify_one` keeps a permit if the worker is not waiting yet.
-            self.0.idle.notify_one();
+            self.0.idle.notify();
         }
     }
 }
 
 /// What a worker says when it exits.
 #[derive(Debug, Default)]
-pub(crate) struct WorkerReport {
+pub struct WorkerReport {
     /// Work still in flight when the shutdown deadline passed (dropped).
-    pub(crate) cancelled: usize,
+    pub cancelled: usize,
 }
 
 thread_local! {
@@ -96,12 +144,14 @@ pub(crate) fn on_runtime(id: usize) -> bool {
 }
 
 /// Starts worker `index`; returns once its tokio runtime exists.
+///
+/// `stop` carries the shutdown deadline, set before the queue is closed:
+/// the loop reads it once its queue is closed and drained.
 pub(crate) fn spawn(
     runtime_id: usize,
     index: usize,
     name: String,
-    state: Arc<WorkerState>,
-    rx: mpsc::UnboundedReceiver<Job>,
+    work: WorkerLoop,
     stop: watch::Receiver<Option<Instant>>,
 ) -> io::Result<JoinHandle<WorkerReport>> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -121,7 +171,18 @@ pub(crate) fn spawn(
             }
         };
         let local = LocalSet::new();
-        let report = local.block_on(&rt, serve(&state, rx, stop));
+        let grace = move || {
+            // No deadline: the queue was closed without a shutdown (the
+            // runtime is gone); stop at once.
+            let deadline = (*stop.borrow()).unwrap_or_else(Instant::now);
+            tokio::time::sleep_until(tokio::time::Instant::from_std(deadline))
+        };
+        let start = |job: Job| {
+            if let Some(fut) = job.start() {
+                tokio::task::spawn_local(fut);
+            }
+        };
+        let report = local.block_on(&rt, work.serve(start, grace));
         // Drop what outlived the deadline inside the runtime's context, so
         // cancelled fibers unwind with timers and I/O still reachable.
         let _enter = rt.enter();
@@ -139,67 +200,6 @@ pub(crate) fn spawn(
             Err(io::Error::other(
                 "worker thread exited before its runtime started",
             ))
-        }
-    }
-}
-
-/// The worker's loop: run jobs until shutdown, then drain until nothing is
-/// in flight or the deadline passes.
-async fn serve(
-    state: &WorkerState,
-    mut rx: mpsc::UnboundedReceiver<Job>,
-    mut stop: watch::Receiver<Option<Instant>>,
-) -> WorkerReport {
-    let deadline = loop {
-        tokio::select! {
-            biased;
-            d = stop.wait_for(Option::is_some) => {
-                // A dropped sender means the runtime is gone: stop at once.
-                break d.ok().and_then(|d| *d).unwrap_or_else(Instant::now);
-            }
-            job = rx.recv() => match job {
-                Some(job) => start(job),
-                None => break Instant::now(),
-            },
-        }
-    };
-    let deadline = tokio::time::Instant::from_std(deadline);
-    loop {
-        let left = state.in_flight.load(Ordering::SeqCst);
-        if left == 0 {
-            return WorkerReport::default();
-        }
-        tokio::select! {
-            biased;
-            // Work dispatched just before the shutdown began is still owed.
-            Some(job) = rx.recv() => start(job),
-            () = state.idle.notified() => {}
-            () = tokio::time::sleep_until(deadline) => {
-                let cancelled = state.in_flight.load(Ordering::SeqCst);
-                if cancelled > 0 {
-                    tracing::warn!(cancelled, "shutdown deadline passed; dropping in-flight work");
-                }
-                return WorkerReport { cancelled };
-            }
-        }
-    }
-}
-
-/// Runs a job as a local task. A panic while making its future is caught
-/// here so the worker keeps serving (the dispatcher's caller then sees the
-/// work aborted); panics while the task runs are caught inside the task.
-fn start(job: Job) {
-    let Job { make, in_flight } = job;
-    match panic::catch_unwind(AssertUnwindSafe(move || make(in_flight))) {
-        Ok(fut) => {
-            tokio::task::spawn_local(fut);
-        }
-        Err(p) => {
-            let message = crate::panic::payload_message(&*p);
-            tracing::error!(
-                panic = message,
-                "a job panicked before it started; the worker keeps serving"
-            );
         }
     }
 }

@@ -21,10 +21,13 @@
 //! request stays free for its inner hops. Requests beyond that wait for a
 //! permit without holding any thread.
 //!
+//! The messages between the thread and this future go through
+//! [`super::link`].
+//!
 //! ## Cancellation
 //!
 //! Dropping this future drops the reply sender the thread is blocked on (or
-//! the channel it would send to): its `get_response` raises the
+//! the queue it would push to): its `get_response` raises the
 //! [`Cancelled`] unwind, the thread's frames unwind and it returns to the
 //! pool. No thread stays blocked.
 
@@ -34,46 +37,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::link::{self, AsyncEnd};
 use crate::body::{Request, Response};
 use crate::chain::Chain;
 use crate::context::{RequestCtx, ThreadScope};
-use crate::handoff::{self, Closed};
 use crate::loom::lock;
 use crate::loom::sync::Mutex;
 use crate::middleware::LocalBoxFuture;
 use crate::next::Backend;
 use crate::panic::Cancelled;
-
-/// Messages from the held thread to the async side.
-enum ToAsync {
-    /// Run the inner part with this request; answer on the sender.
-    Inner(Request, handoff::Sender<Response>),
-    /// The segment finished.
-    Done(Response),
-}
-
-/// The held thread's end of the link.
-pub(crate) struct ThreadLink {
-    tx: mpsc::UnboundedSender<ToAsync>,
-}
-
-impl ThreadLink {
-    /// Blocks this thread until the inner part answers `req`.
-    #[inline(never)]
-    pub(crate) fn inner(&self, req: Request) -> Response {
-        let (reply_tx, reply_rx) = handoff::oneshot();
-        if self.tx.send(ToAsync::Inner(req, reply_tx)).is_err() {
-            panic::resume_unwind(Box::new(Cancelled));
-        }
-        match reply_rx.recv_blocking() {
-            Ok(r) => r,
-            // The async side was dropped: the request is cancelled.
-            Err(Closed) => panic::resume_unwind(Box::new(Cancelled)),
-        }
-    }
-}
 
 /// Admission control for held threads (see the module docs).
 pub(crate) struct AdaptAdmission {
@@ -122,10 +96,7 @@ enum State {
         req: Option<Request>,
         acquire: LocalBoxFuture<'static, OwnedSemaphorePermit>,
     },
-    Running {
-        rx: mpsc::UnboundedReceiver<ToAsync>,
-        inner: Option<(LocalBoxFuture<'static, Response>, handoff::Sender<Response>)>,
-    },
+    Running(AsyncEnd<Request, Response, LocalBoxFuture<'static, Response>>),
     Done,
 }
 
@@ -165,7 +136,7 @@ impl ThreadSegmentFuture {
     }
 
     fn spawn(&self, req: Request) -> State {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (link, async_end) = link::link();
         let chain = self.chain.clone();
         let rctx = self.rctx.clone();
         let (start, end) = (self.start, self.end);
@@ -175,24 +146,21 @@ impl ThreadSegmentFuture {
         handle.spawn_blocking(move || {
             let _scope = ThreadScope::enter(rctx);
             let _span = span.enter();
-            let link = ThreadLink { tx };
             let run = panic::catch_unwind(AssertUnwindSafe(|| {
                 chain.call_sync(start, end, req, Backend::Thread(&link))
             }));
             match run {
-                Ok(resp) => {
-                    // The async side may be gone (cancelled): then the
-                    // response is simply dropped here.
-                    let _ = link.tx.send(ToAsync::Done(resp));
-                }
+                // The async side may be gone (cancelled): then the response
+                // is simply dropped here.
+                Ok(resp) => link.done(resp),
                 Err(p) if p.is::<Cancelled>() => {}
                 Err(p) => {
                     let resp = crate::panic::to_response(&chain.panic_handler, "adapt thread", p);
-                    let _ = link.tx.send(ToAsync::Done(resp));
+                    link.done(resp);
                 }
             }
         });
-        State::Running { rx, inner: None }
+        State::Running(async_end)
     }
 
     fn release_permit(&mut self) {
@@ -219,47 +187,22 @@ impl Future for ThreadSegmentFuture {
                     let req = req.take().expect("request taken twice");
                     this.state = this.spawn(req);
                 }
-                State::Running { rx, inner } => {
-                    if let Some((fut, _)) = inner {
-                        match fut.as_mut().poll(cx) {
-                            Poll::Pending => return Poll::Pending,
-                            Poll::Ready(r) => {
-                                let (_, reply) = inner.take().expect("inner present");
-                                // Err: the thread is gone (cannot happen while
-                                // it waits on this reply); nothing to do.
-                                let _ = reply.send(r);
-                            }
-                        }
-                    }
-                    match rx.poll_recv(cx) {
+                State::Running(end) => {
+                    let (chain, seg, rctx) = (&this.chain, this.seg, &this.rctx);
+                    let out = match end.poll(cx, |req| {
+                        Chain::run_segment(chain, seg + 1, req, rctx.clone())
+                    }) {
                         Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Some(ToAsync::Inner(req, reply))) => {
-                            let fut = Chain::run_segment(
-                                &this.chain,
-                                this.seg + 1,
-                                req,
-                                this.rctx.clone(),
-                            );
-                            *inner = Some((fut, reply));
-                        }
-                        Poll::Ready(Some(ToAsync::Done(resp))) => {
-                            this.state = State::Done;
-                            this.release_permit();
-                            return Poll::Ready(resp);
-                        }
-                        Poll::Ready(None) => {
-                            this.state = State::Done;
-                            this.release_permit();
-                            let p: Box<dyn std::any::Any + Send> =
-                                Box::new("the Adapt-mode thread ended without a response");
-                            let resp = crate::panic::to_response(
-                                &this.chain.panic_handler,
-                                "adapt thread",
-                                p,
-                            );
-                            return Poll::Ready(resp);
-                        }
-                    }
+                        Poll::Ready(out) => out,
+                    };
+                    this.state = State::Done;
+                    this.release_permit();
+                    let resp = out.unwrap_or_else(|| {
+                        let p: Box<dyn std::any::Any + Send> =
+                            Box::new("the Adapt-mode thread ended without a response");
+                        crate::panic::to_response(&this.chain.panic_handler, "adapt thread", p)
+                    });
+                    return Poll::Ready(resp);
                 }
                 State::Done => panic!("ThreadSegmentFuture polled after completion"),
             }
