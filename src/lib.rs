@@ -47,7 +47,6 @@
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_debug_implementations)]
-#![allow(dead_code, unused_imports)] // TEMP while bootstrapping
 
 mod body;
 mod bridge;

@@ -49,9 +49,4 @@ impl State {
     pub(crate) fn is_rx_dropped(self) -> bool {
         self.0 & RX_DROPPED != 0
     }
-
-    /// The receiver has its answer (a value or `Closed`).
-    pub(crate) fn is_complete(self) -> bool {
-        self.0 & (SENT | TX_DROPPED) != 0
-    }
 }
