@@ -44,7 +44,8 @@ Options (or the environment variables in brackets):
   --quick           3 s runs, 1 s warm-up, 1 repeat        [QUICK=1]
   --tool wrk|ab     force a load generator                 [TOOL]
 Other variables: SERVER_CPUS (0), LOAD_CPUS (1), WORKERS, WRK_THREADS,
-PORT_BASE (18300), TIMEOUT (wrk --timeout, 10s), NOFILE (ulimit -n, 65536).
+PORT_BASE (18300), TIMEOUT (wrk --timeout, 10s), NOFILE (ulimit -n, 65536),
+OUT (output directory).
 EOF
 }
 
@@ -87,7 +88,7 @@ NOFILE=${NOFILE:-65536}
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-OUT=$TARGET/http_bench
+OUT=${OUT:-$TARGET/http_bench}
 mkdir -p "$OUT/runs"
 
 log() { echo "[http_bench] $*" >&2; }
