@@ -43,6 +43,8 @@ Options (or the environment variables in brackets):
   --no-pin          don't pin server/load generator        [PIN=0]
   --quick           3 s runs, 1 s warm-up, 1 repeat        [QUICK=1]
   --tool wrk|ab     force a load generator                 [TOOL]
+  --summarize       only rebuild the summary from OUT/runs.csv (give the
+                    same --modes/--conns/--duration/--repeats as the run)
 Other variables: SERVER_CPUS (0), LOAD_CPUS (1), WORKERS, WRK_THREADS,
 PORT_BASE (18300), TIMEOUT (wrk --timeout, 10s), NOFILE (ulimit -n, 65536),
 OUT (output directory).
@@ -57,6 +59,7 @@ REPEATS=${REPEATS:-3}
 DELAY_MS=${DELAY_MS:-20}
 PIN=${PIN:-1}
 TOOL=${TOOL:-}
+SUMMARIZE=0
 if [[ ${QUICK:-0} == 1 ]]; then DURATION=3 WARMUP=1 REPEATS=1; fi
 
 while [[ $# -gt 0 ]]; do
@@ -70,6 +73,7 @@ while [[ $# -gt 0 ]]; do
         --no-pin) PIN=0; shift ;;
         --quick) DURATION=3 WARMUP=1 REPEATS=1; shift ;;
         --tool) TOOL=$2; shift 2 ;;
+        --summarize) SUMMARIZE=1; shift ;;
         -h | --help) usage; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -93,6 +97,13 @@ mkdir -p "$OUT/runs"
 
 log() { echo "[http_bench] $*" >&2; }
 
+RUNS_CSV=$OUT/runs.csv
+START_LOAD="n/a (summary rebuilt)" END_LOAD="n/a"
+if [[ $SUMMARIZE == 1 ]]; then
+    WORKERS=${WORKERS:-?}
+    [[ -r $RUNS_CSV ]] || { echo "no $RUNS_CSV to summarize" >&2; exit 1; }
+    TOOL=$(awk -F, 'NR == 2 { print $4 }' "$RUNS_CSV")
+else
 # --- tools -------------------------------------------------------------------
 as_root() { if [[ $(id -u) == 0 ]]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }
 
@@ -148,7 +159,6 @@ WORKERS=${WORKERS:-$("${SRV_PREFIX[@]}" nproc)}
 WRK_THREADS=${WRK_THREADS:-$("${GEN_PREFIX[@]}" nproc)}
 
 # --- one run -----------------------------------------------------------------
-RUNS_CSV=$OUT/runs.csv
 echo "repeat,mode,conns,tool,rps,p50_ms,p99_ms,requests,non2xx,err_connect,err_read,err_write,err_timeout,peak_threads,vmhwm_kib,served,accept_errors,load1,server_cpu_s,server_us_per_req,load_gen_cpu_s" >"$RUNS_CSV"
 
 # CPU time (user + system, seconds) a process has used so far, threads included.
@@ -285,6 +295,7 @@ for ((rep = 1; rep <= REPEATS; rep++)); do
     done
 done
 END_LOAD=$(cat /proc/loadavg)
+fi
 
 # --- summary -----------------------------------------------------------------
 SUMMARY_CSV=$OUT/summary.csv
@@ -326,7 +337,7 @@ END {
                 tot[key] ? errs[key] : "0"
             printf "%d,%s,%d,%.1f,%.2f,%.2f,%d,%d,%.1f,%.2f,%d,%s\n", C[i], M[j], cnt[key], rps, median(key, 6),
                 median(key, 7), median(key, 14), median(key, 15), cpu, median(key, 20), tot[key],
-                base > 0 ? sprintf("%.3f", rps / base) : "" > csv
+                (base > 0 ? sprintf("%.3f", rps / base) : "") > csv
         }
     }
 }' "$RUNS_CSV" >>"$OUT/summary.md"
