@@ -454,3 +454,52 @@ fn sync_on_thread_keeps_its_own_thread_in_suspend_mode() {
     }));
     assert_eq!(statuses, [StatusCode::OK; 3]);
 }
+
+/// ThreadHop holds no thread while the view runs: 600 requests through hook
+/// middleware can all be inside the view at once (a barrier of 600 opens),
+/// more than the blocking pool could hold if each kept a thread (Adapt
+/// admits 512 / 2 = 256 here).
+#[test]
+fn thread_hop_holds_no_thread_while_the_view_runs() {
+    struct Noop;
+    impl HookMiddleware for Noop {
+        fn process_request(&self, _r: &mut Request) -> Option<Response> {
+            None
+        }
+        fn process_response(&self, _h: &RequestHead, r: Response) -> Response {
+            r
+        }
+    }
+    const N: usize = 600;
+    let barrier = Arc::new(tokio::sync::Barrier::new(N));
+    let p = Pipeline::builder()
+        .mode(Mode::ThreadHop)
+        .hooks(Noop)
+        .view(move |_r: Request| {
+            let b = barrier.clone();
+            async move {
+                b.wait().await;
+                Response::new("ok".into())
+            }
+        })
+        .build()
+        .unwrap();
+    let ok = rt().block_on(tokio::task::LocalSet::new().run_until(async {
+        let hs: Vec<_> = (0..N)
+            .map(|_| tokio::task::spawn_local(p.handle(Request::new(Body::empty()))))
+            .collect();
+        let all = async {
+            let mut ok = 0;
+            for h in hs {
+                if h.await.unwrap().status() == StatusCode::OK {
+                    ok += 1;
+                }
+            }
+            ok
+        };
+        tokio::time::timeout(Duration::from_secs(60), all)
+            .await
+            .expect("the barrier never opened: hops held threads while the view ran")
+    }));
+    assert_eq!(ok, N);
+}
