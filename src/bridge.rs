@@ -24,11 +24,11 @@ use crate::handoff::{self, Closed};
 /// that would have to block the thread, so it refuses with a message saying
 /// to `.await` instead.
 pub fn wait<F: Future>(fut: F) -> F::Output {
-    if crate::context::on_pipeline_thread() {
-        // Adapt/ThreadHop: this thread is already held for the request.
-        return tokio::runtime::Handle::current().block_on(fut);
-    }
     if !coro::in_fiber() {
+        if crate::context::on_held_thread() {
+            // Adapt/ThreadHop: this thread is already held for the request.
+            return tokio::runtime::Handle::current().block_on(fut);
+        }
         crate::panic::off_fiber("wait");
     }
     let mut fut = pin!(fut);
@@ -63,11 +63,11 @@ where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
-    if crate::context::on_pipeline_thread() {
-        // Adapt/ThreadHop: already on a blocking-pool thread.
-        return f();
-    }
     if !coro::in_fiber() {
+        if crate::context::on_held_thread() {
+            // Adapt/ThreadHop: already on a blocking-pool thread.
+            return f();
+        }
         crate::panic::off_fiber("blocking");
     }
     let handle = tokio::runtime::Handle::try_current().unwrap_or_else(|_| {

@@ -166,12 +166,13 @@ pub(crate) enum LayerSpan {
 impl LayerSpan {
     pub(crate) fn enter(span: Span) -> LayerSpan {
         if span.is_disabled() {
-            LayerSpan::Off
-        } else if coro::in_fiber() {
-            coro::with_current(|ctx| ctx.push_span(span));
-            LayerSpan::Fiber
-        } else {
-            LayerSpan::Thread(span.entered())
+            return LayerSpan::Off;
+        }
+        let mut span = Some(span);
+        // One thread-local lookup: push on the running fiber, if any.
+        match coro::with_current(|ctx| ctx.push_span(span.take().expect("span present"))) {
+            Some(()) => LayerSpan::Fiber,
+            None => LayerSpan::Thread(span.take().expect("span present").entered()),
         }
     }
 }

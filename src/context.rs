@@ -65,10 +65,11 @@ impl Drop for ThreadScope {
     }
 }
 
-/// Whether this thread runs sync pipeline code outside a fiber (an Adapt
-/// thread or a hop), where blocking is allowed.
-pub(crate) fn on_pipeline_thread() -> bool {
-    !coro::in_fiber() && THREAD_REQUEST.with(|c| c.borrow().is_some())
+/// Whether this thread is held for a request's sync code (an Adapt thread
+/// or a hop), where blocking is allowed. Callers check for a fiber first: on
+/// a fiber this thread-local belongs to whatever ran the fiber's driver.
+pub(crate) fn on_held_thread() -> bool {
+    THREAD_REQUEST.with(|c| c.borrow().is_some())
 }
 
 fn current() -> Option<Arc<RequestCtx>> {
