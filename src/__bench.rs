@@ -9,7 +9,8 @@ use std::task::Waker;
 use corosensei::stack::DefaultStack;
 
 use crate::body::Response;
-use crate::coro::{Fiber, FiberStep, Resumed};
+use crate::coro::Step;
+use crate::request_fiber::{RequestFiber, Resumed};
 use crate::stack_pool::StackPool;
 
 /// Runs one fiber to completion on a stack taken from `pool`, then returns
@@ -38,12 +39,15 @@ pub fn fiber_lifecycle_fresh(stack_size: usize) {
 }
 
 fn run_once(stack: DefaultStack, stack_size: usize) -> DefaultStack {
-    let mut fiber = Fiber::new(stack, stack_size, None, || {
-        Response::new(crate::Body::empty())
-    });
+    let mut fiber = RequestFiber::new(
+        stack,
+        stack_size,
+        (),
+        || Response::new(crate::Body::empty()),
+    );
     match fiber.resume(Waker::noop(), Resumed::Poll) {
-        FiberStep::Done(resp) => drop(resp),
-        FiberStep::Suspended(_) => unreachable!("the bench fiber never suspends"),
+        Step::Done(resp) => drop(resp),
+        Step::Suspended(_) => unreachable!("the bench fiber never suspends"),
     }
     fiber
         .into_stack()

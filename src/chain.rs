@@ -20,13 +20,13 @@ use tracing::Span;
 
 use crate::body::{Request, Response};
 use crate::context::RequestCtx;
-use crate::coro;
 use crate::driver::SegmentFuture;
 use crate::middleware::LocalBoxFuture;
 use crate::mode::Mode;
 use crate::next::{AsyncNext, Backend, Next};
 use crate::panic::{catch_sync, to_response, CatchPanic, PanicHandler};
 use crate::plan::{Entry, Plan, Segment};
+use crate::request_fiber::FiberLocals;
 use crate::stack_pool::StackPool;
 use crate::thread::segment::{AdaptAdmission, ThreadSegmentFuture};
 
@@ -139,14 +139,14 @@ struct ActiveLayer(Option<usize>);
 
 impl ActiveLayer {
     fn set(pos: usize) -> ActiveLayer {
-        ActiveLayer(coro::with_current(|ctx| ctx.set_active(pos)))
+        ActiveLayer(FiberLocals::with(|ctx| ctx.set_active(pos)))
     }
 }
 
 impl Drop for ActiveLayer {
     fn drop(&mut self) {
         if let Some(prev) = self.0 {
-            coro::with_current(|ctx| ctx.set_active(prev));
+            FiberLocals::with(|ctx| ctx.set_active(prev));
         }
     }
 }
@@ -159,7 +159,8 @@ impl Drop for ActiveLayer {
 pub(crate) enum LayerSpan {
     /// Disabled span (no subscriber wants it): nothing to do.
     Off,
-    Fiber,
+    /// Pushed on the fiber with this id.
+    Fiber(u64),
     Thread(#[allow(dead_code)] tracing::span::EnteredSpan),
 }
 
@@ -170,8 +171,12 @@ impl LayerSpan {
         }
         let mut span = Some(span);
         // One thread-local lookup: push on the running fiber, if any.
-        match coro::with_current(|ctx| ctx.push_span(span.take().expect("span present"))) {
-            Some(()) => LayerSpan::Fiber,
+        let pushed = FiberLocals::with(|ctx| {
+            ctx.push_span(span.take().expect("span present"));
+            ctx.id()
+        });
+        match pushed {
+            Some(id) => LayerSpan::Fiber(id),
             None => LayerSpan::Thread(span.take().expect("span present").entered()),
         }
     }
@@ -179,8 +184,15 @@ impl LayerSpan {
 
 impl Drop for LayerSpan {
     fn drop(&mut self) {
-        if let LayerSpan::Fiber = self {
-            coro::with_current(|ctx| ctx.pop_span());
+        // Only on the fiber that pushed it: a guard that outlived its fiber
+        // (leaked, kept in a thread-local) must not pop another fiber's
+        // span; its own span was dropped when its fiber exited.
+        if let LayerSpan::Fiber(id) = *self {
+            FiberLocals::with(|ctx| {
+                if ctx.id() == id {
+                    ctx.pop_span();
+                }
+            });
         }
     }
 }

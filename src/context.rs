@@ -14,15 +14,17 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crate::coro;
 use crate::loom::lock;
 use crate::loom::sync::Mutex;
+use crate::request_fiber::FiberLocals;
 
 /// Per-request state shared by every segment of one request.
 #[derive(Default)]
 pub(crate) struct RequestCtx {
     /// Values of `RequestLocal`s, keyed by the address of the `static`.
-    locals: Mutex<Vec<(usize, Box<dyn Any + Send>)>>,
+    /// `None` while the value is lent out to a `with` closure (the lock is
+    /// never held while user code runs).
+    locals: Mutex<Vec<(usize, Option<Box<dyn Any + Send>>)>>,
     /// Adapt-mode admission permit held for the whole request.
     pub(crate) permit: crate::thread::segment::PermitSlot,
 }
@@ -73,10 +75,34 @@ pub(crate) fn on_held_thread() -> bool {
 }
 
 fn current() -> Option<Arc<RequestCtx>> {
-    if let Some(Some(ctx)) = coro::with_current(|f| f.request().cloned()) {
+    if let Some(Some(ctx)) = FiberLocals::with(|f| f.request().cloned()) {
         return Some(ctx);
     }
     THREAD_REQUEST.with(|c| c.borrow().clone())
+}
+
+/// A request-local value lent to one `with` closure; put back on drop (also
+/// when the closure unwinds). A loan whose initialiser panicked removes the
+/// placeholder instead.
+struct Loan<'a> {
+    ctx: &'a RequestCtx,
+    key: usize,
+    value: Option<Box<dyn Any + Send>>,
+}
+
+impl Drop for Loan<'_> {
+    fn drop(&mut self) {
+        let mut locals = lock(&self.ctx.locals);
+        let Some(i) = locals.iter().position(|(k, _)| *k == self.key) else {
+            return;
+        };
+        match self.value.take() {
+            Some(v) => locals[i].1 = Some(v),
+            None => {
+                locals.swap_remove(i);
+            }
+        }
+    }
 }
 
 /// Error of [`RequestLocal::try_with`]: no request's sync code is running.
@@ -130,22 +156,58 @@ impl<T: Send + 'static> RequestLocal<T> {
     }
 
     /// Runs `f` with the running request's value.
+    ///
+    /// The value is lent to `f` alone: no lock is held while `f` (or the
+    /// initialiser) runs, so `f` may use *other* request-locals and call
+    /// `get_response`.
+    ///
+    /// # Panics
+    /// If `f` (or code it calls, e.g. an inner layer during `get_response`)
+    /// uses this same local again: the value is already lent out, as with
+    /// `RefCell::borrow_mut`. Copy what you need out of the closure instead.
     pub fn try_with<R>(&'static self, f: impl FnOnce(&mut T) -> R) -> Result<R, NoRequest> {
         let ctx = current().ok_or(NoRequest)?;
-        let mut locals = lock(&ctx.locals);
         let key = self.key();
-        let idx = match locals.iter().position(|(k, _)| *k == key) {
-            Some(i) => i,
-            None => {
-                locals.push((key, Box::new((self.init)())));
-                locals.len() - 1
+        let lent = {
+            let mut locals = lock(&ctx.locals);
+            match locals.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, slot)) => match slot.take() {
+                    Some(v) => Some(v),
+                    None => {
+                        drop(locals);
+                        self.already_lent()
+                    }
+                },
+                None => {
+                    // Marks the value as lent while `init` runs.
+                    locals.push((key, None));
+                    None
+                }
             }
         };
-        let slot = locals[idx]
-            .1
+        let mut loan = Loan {
+            ctx: &ctx,
+            key,
+            value: lent,
+        };
+        let value = loan.value.get_or_insert_with(|| Box::new((self.init)()));
+        let value = value
             .downcast_mut::<T>()
             .expect("RequestLocal key collision");
-        Ok(f(slot))
+        Ok(f(value))
+    }
+
+    #[cold]
+    #[track_caller]
+    fn already_lent(&'static self) -> ! {
+        panic!(
+            "suspendware: RequestLocal<{}> at {:p} is already in use: it was used again inside \
+             its own `with` closure (perhaps by an inner layer while that closure called \
+             get_response). Copy the value out with `get()` or finish with it before calling \
+             get_response.",
+            std::any::type_name::<T>(),
+            self
+        )
     }
 
     /// Runs `f` with the running request's value.

@@ -27,10 +27,11 @@ use http::StatusCode;
 use crate::body::{Request, Response};
 use crate::chain::Chain;
 use crate::context::RequestCtx;
-use crate::coro::{coarse_now_ns, last_stop, Fiber, FiberStep, Resumed, Suspend};
+use crate::coro::{coarse_now_ns, Cancel, Step};
 use crate::error::StackError;
 use crate::middleware::LocalBoxFuture;
 use crate::next::Backend;
+use crate::request_fiber::{last_stop, FiberLocals, RequestFiber, Resumed, Suspend};
 
 struct Acquire {
     req: Option<Request>,
@@ -51,7 +52,7 @@ enum State {
     /// state moved around on the fast path stays small).
     Acquire(Box<Acquire>),
     Running {
-        fiber: Fiber,
+        fiber: RequestFiber,
         /// The inner part, while the fiber waits in `get_response`.
         inner: Option<LocalBoxFuture<'static, Response>>,
     },
@@ -104,10 +105,10 @@ fn start_fiber(
     // 256-byte request inside it would be copied into each (see
     // BENCHMARKS.md, "fiber stack per request").
     let req = Box::new(req);
-    let fiber = Fiber::new(
+    let fiber = RequestFiber::new(
         stack,
         chain.pool.stack_size(),
-        Some(rctx.clone()),
+        FiberLocals::new(Some(rctx.clone())),
         move || body_chain.call_sync(start, end, *req, Backend::Fiber),
     );
     State::Running { fiber, inner: None }
@@ -160,8 +161,8 @@ impl Future for SegmentFuture {
                         watchdog_check(&this.chain, this.layers, limit, t0);
                     }
                     match step {
-                        Ok(FiberStep::Suspended(Suspend::Pending)) => return Poll::Pending,
-                        Ok(FiberStep::Suspended(Suspend::Inner(req))) => {
+                        Ok(Step::Suspended(Suspend::Pending)) => return Poll::Pending,
+                        Ok(Step::Suspended(Suspend::Inner(req))) => {
                             *inner = Some(Chain::run_segment(
                                 &this.chain,
                                 this.seg + 1,
@@ -169,7 +170,7 @@ impl Future for SegmentFuture {
                                 this.rctx.clone(),
                             ));
                         }
-                        Ok(FiberStep::Done(resp)) => {
+                        Ok(Step::Done(resp)) => {
                             this.finish();
                             return Poll::Ready(resp);
                         }
@@ -233,24 +234,74 @@ fn watchdog_check(chain: &Chain, layers: (usize, usize), limit: std::time::Durat
 impl SegmentFuture {
     /// Returns the fiber's stack to the pool (or accounts for its loss).
     fn finish(&mut self) {
-        if let State::Running { fiber, inner, .. } = std::mem::replace(&mut self.state, State::Done)
-        {
+        if let State::Running { fiber, inner } = std::mem::replace(&mut self.state, State::Done) {
+            // The stack goes back even if the inner future's drop panics.
+            let slot = StackSlot {
+                chain: &self.chain,
+                fiber: Some(fiber),
+            };
             drop(inner);
-            match fiber.into_stack() {
-                Some(stack) => self.chain.pool.release(stack),
-                None => self.chain.pool.forget_one(),
-            }
+            drop(slot);
+        }
+    }
+}
+
+/// A fiber whose stack returns to the pool when this is dropped (cancelling
+/// the fiber first if it has not finished), or whose slot is given back if
+/// the stack could not be recovered.
+struct StackSlot<'a> {
+    chain: &'a Chain,
+    fiber: Option<RequestFiber>,
+}
+
+impl Drop for StackSlot<'_> {
+    fn drop(&mut self) {
+        let Some(fiber) = self.fiber.take() else {
+            return;
+        };
+        match fiber.into_stack() {
+            Some(stack) => self.chain.pool.release(stack),
+            None => self.chain.pool.forget_one(),
         }
     }
 }
 
 impl Drop for SegmentFuture {
     fn drop(&mut self) {
-        if let State::Running { fiber, inner, .. } = &mut self.state {
+        // `finish` runs however this ends: a panic from the inner future's
+        // destructor (or from a payload's) must not keep the stack's slot.
+        let this = FinishOnDrop(self);
+        if let State::Running { fiber, inner } = &mut this.0.state {
             // Innermost first: the async part, then the fiber's frames.
-            *inner = None;
-            fiber.cancel();
+            drop(inner.take());
+            report_cancel(fiber.cancel());
         }
-        self.finish();
+    }
+}
+
+/// Runs [`SegmentFuture::finish`] when dropped, also during an unwind.
+struct FinishOnDrop<'a>(&'a mut SegmentFuture);
+
+impl Drop for FinishOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
+}
+
+/// Logs what a cancellation's unwind could not keep to itself.
+fn report_cancel(outcome: Cancel) {
+    match outcome {
+        Cancel::Finished | Cancel::Unwound => {}
+        Cancel::Forced => tracing::warn!(
+            "a cancelled request's middleware kept catching its cancellation; its fiber was \
+             force-unwound (re-raise suspendware::Cancelled from catch_unwind)"
+        ),
+        Cancel::Panicked(p) => {
+            tracing::error!(
+                panic = %crate::panic::payload_message(&*p),
+                "middleware panicked while a cancelled request was unwinding"
+            );
+            crate::coro::drop_payload(p);
+        }
     }
 }

@@ -66,6 +66,7 @@ mod next;
 mod panic;
 mod pipeline;
 mod plan;
+mod request_fiber;
 mod runtime;
 // tokio leaves out `net` under `--cfg loom`.
 #[cfg(all(feature = "server", not(loom)))]

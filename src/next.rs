@@ -8,7 +8,8 @@ use std::sync::Arc;
 use crate::body::{Request, Response};
 use crate::chain::Chain;
 use crate::context::RequestCtx;
-use crate::coro::{self, Resumed, Suspend};
+use crate::coro::{self, Place};
+use crate::request_fiber::{Resumed, Suspend};
 use crate::thread::link::ThreadLink;
 
 /// Where the sync code holding a `Next` runs.
@@ -68,7 +69,7 @@ impl<'a> Next<'a> {
     pub fn get_response(&mut self, req: Request) -> Response {
         match self.backend {
             Backend::Fiber => {
-                if !coro::in_fiber() {
+                if coro::place() == Place::Off {
                     crate::panic::off_fiber("get_response");
                 }
                 if self.pos < self.end {
@@ -93,10 +94,26 @@ impl<'a> Next<'a> {
 /// sync layer on the fiber stack) does not carry this path's temporaries.
 #[inline(never)]
 fn suspend_for_inner(req: Request) -> Response {
-    match coro::suspend("get_response", Suspend::Inner(req)) {
-        Resumed::Response(r) => r,
-        Resumed::Poll => unreachable!("driver resumed get_response without a response"),
+    match coro::suspend::<Suspend, Resumed>(Suspend::Inner(req)) {
+        Ok(Resumed::Response(r)) => r,
+        Ok(Resumed::Poll) => unreachable!("driver resumed get_response without a response"),
+        Err(Place::Unwinding) => inner_during_unwind(),
+        Err(_) => crate::panic::off_fiber("get_response"),
     }
+}
+
+/// `get_response` called by a destructor during an unwind: the fiber cannot
+/// suspend for the inner part (see `crate::bridge`), and a panic here would
+/// abort the process. The inner part is not run.
+#[cold]
+fn inner_during_unwind() -> Response {
+    tracing::error!(
+        "get_response was called while this middleware's fiber was unwinding (a panic or a \
+         cancelled request); the inner part was not run"
+    );
+    let mut r = Response::new("internal server error\n".into());
+    *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+    r
 }
 
 /// The end of a held-thread segment: hand the request to the async side and

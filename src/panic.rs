@@ -1,7 +1,6 @@
 //! Turning panics into responses, and telling them apart from cancellation.
 
 use std::any::Any;
-use std::fmt;
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
@@ -12,13 +11,7 @@ use http::StatusCode;
 
 use crate::body::Response;
 
-/// The unwind payload used to cancel a suspended fiber (the request's
-/// future was dropped). It is not a panic: it is never logged, never given
-/// to the panic handler, and the panic hook does not see it (it is raised
-/// with `resume_unwind`). Code that catches unwinds in middleware must
-/// re-raise it; the pipeline's own boundaries do.
-#[derive(Debug)]
-pub struct Cancelled;
+pub use crate::coro::Cancelled;
 
 /// What the panic handler learns about a panic.
 #[derive(Debug)]
@@ -64,7 +57,9 @@ pub(crate) fn to_response(
     location: &str,
     payload: Box<dyn Any + Send>,
 ) -> Response {
-    if payload.is::<Cancelled>() {
+    // Not panics: a cancellation, and corosensei's forced unwind of a fiber
+    // that kept catching its cancellation. Both must reach the fiber's root.
+    if payload.is::<Cancelled>() || crate::coro::is_forced_unwind(&*payload) {
         panic::resume_unwind(payload);
     }
     let message = payload_message(&*payload);
@@ -78,6 +73,8 @@ pub(crate) fn to_response(
         location: location.to_owned(),
         message: message.to_owned(),
     });
+    // A payload whose own `Drop` panics must not escape the boundary.
+    crate::coro::drop_payload(payload);
     resp
 }
 
@@ -153,10 +150,4 @@ pub(crate) fn off_fiber(api: &'static str) -> ! {
         }
     };
     panic!("suspendware: {api}() called outside a suspendware fiber. {hint}")
-}
-
-impl fmt::Display for Cancelled {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("suspendware: request cancelled while its middleware was suspended")
-    }
 }

@@ -1,20 +1,35 @@
-//! The coroutine room: the only module of the crate that contains `unsafe`.
+//! The coroutine room: the only module of the crate that contains `unsafe`,
+//! and a leaf: it imports nothing from the rest of the crate but the loom
+//! shim.
 //!
-//! * [`fiber`] wraps a corosensei coroutine that runs one segment of sync
-//!   middleware for one request, and keeps the thread-local "which fiber is
-//!   running on this thread" pointer that [`crate::wait`] and
-//!   [`crate::Next::get_response`] use to find their way back to the driver.
+//! * [`fiber`] wraps a corosensei coroutine on a guarded stack: a generic
+//!   `Fiber<Y, R, T>` that runs `FnOnce() -> T`, suspends with `Y` and is
+//!   resumed with `R` (as corosensei's `Coroutine<Input, Yield, Return>`),
+//!   and its cancellation.
+//! * [`current`] is the thread-local "which fiber runs here" pointer, the
+//!   suspension point, and the hooks by which the code on a fiber attaches
+//!   its own per-fiber data.
+//! * [`waker`] is the fiber-owned waker that code on a fiber polls with.
+//! * [`unwind`] holds the unwinds that are not panics ([`Cancelled`] and
+//!   corosensei's forced unwind).
 //! * [`overflow`] installs a `SIGSEGV`/`SIGBUS` handler that recognises a
 //!   fault in the guard page of the fiber running on the faulting thread and
 //!   reports it before aborting.
-//!
-//! Everything outside this module is safe code built on the small API below.
+//! * [`clock`] is the coarse clock the watchdog reads.
 #![allow(unsafe_code)]
 
+pub(crate) mod clock;
+pub(crate) mod current;
 pub(crate) mod fiber;
 pub(crate) mod overflow;
+pub(crate) mod unwind;
+pub(crate) mod waker;
 
-pub(crate) use fiber::{
-    coarse_now_ns, current_waker, in_fiber, last_stop, suspend, with_current, Fiber, FiberStep,
-    Resumed, Suspend,
-};
+#[cfg(test)]
+mod tests;
+
+pub(crate) use clock::coarse_now_ns;
+pub(crate) use current::{place, suspend, with_hooks, with_waker, Hooks, Place};
+pub(crate) use fiber::{Cancel, Fiber, Step};
+pub use unwind::Cancelled;
+pub(crate) use unwind::{drop_payload, is_forced_unwind};

@@ -1,0 +1,116 @@
+//! What sync code calls: `wait` and `blocking`, how sync code on a fiber
+//! gets at async and blocking work without holding its thread.
+//!
+//! ## Suspension during an unwind
+//!
+//! A fiber never suspends while its thread unwinds (a panic, or the
+//! cancellation of a dropped request, is passing through its frames): std
+//! counts panics per OS thread, so a fiber suspended mid-unwind would make
+//! every other request on the thread see `std::thread::panicking()`. So in
+//! a destructor that runs during an unwind, `blocking(f)` runs `f` inline
+//! and `wait(fut)` blocks the thread until `fut` is ready (as on a held
+//! thread in Adapt mode). Cleanup through a database or a blocking client
+//! works; the thread is held for as long as the cleanup takes.
+
+mod park;
+
+use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
+use std::pin::pin;
+use std::task::{Context, Poll};
+
+use crate::coro::{self, Place};
+use crate::handoff::{self, Closed};
+use crate::request_fiber::{Resumed, Suspend};
+
+/// Runs `fut` to completion from sync code on a fiber, suspending the fiber
+/// (not the thread) while it is pending.
+///
+/// The future is polled on the fiber's stack with a waker owned by the
+/// fiber, which stays valid across any suspension of the fiber (the future
+/// may itself call sync code that calls `wait`). Other requests run on the
+/// thread while it waits. If the request is cancelled meanwhile, `fut` is
+/// dropped during the unwind.
+///
+/// On a held thread (Adapt mode) or in a hop (ThreadHop mode) the thread is
+/// already the request's: `wait` blocks it on the future. In a destructor
+/// running during an unwind, it blocks the thread too (module docs).
+///
+/// # Panics
+/// When called where no suspendware fiber runs (async code, plain threads):
+/// that would have to block the thread, so it refuses with a message saying
+/// to `.await` instead.
+pub fn wait<F: Future>(fut: F) -> F::Output {
+    match coro::place() {
+        Place::Fiber => {}
+        Place::Unwinding => return park::block_on(fut),
+        Place::Off => {
+            if crate::context::on_held_thread() {
+                // Adapt/ThreadHop: this thread is already held for the request.
+                return tokio::runtime::Handle::current().block_on(fut);
+            }
+            crate::panic::off_fiber("wait");
+        }
+    }
+    let mut fut = pin!(fut);
+    loop {
+        let polled = coro::with_waker(|waker| fut.as_mut().poll(&mut Context::from_waker(waker)));
+        match polled {
+            Some(Poll::Ready(v)) => return v,
+            Some(Poll::Pending) => match coro::suspend::<Suspend, Resumed>(Suspend::Pending) {
+                Ok(_) => {}
+                Err(Place::Unwinding) => return park::block_on(fut),
+                Err(_) => crate::panic::off_fiber("wait"),
+            },
+            None => crate::panic::off_fiber("wait"),
+        }
+    }
+}
+
+/// Runs a blocking function on tokio's blocking pool while the fiber is
+/// suspended, and returns its result. A panic in `f` is re-raised here.
+///
+/// `f` must be `Send + 'static`: if the request is cancelled, the fiber
+/// unwinds at once while the pool thread may still be running `f` (its
+/// result is then discarded).
+///
+/// On a held thread (Adapt) or in a hop (ThreadHop) `f` simply runs inline,
+/// and so it does in a destructor running during an unwind (module docs).
+///
+/// # Panics
+/// When called off-fiber (see [`wait`]) or outside a tokio runtime.
+pub fn blocking<F, R>(f: F) -> R
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    match coro::place() {
+        Place::Fiber => {}
+        Place::Unwinding => return f(),
+        Place::Off => {
+            if crate::context::on_held_thread() {
+                // Adapt/ThreadHop: already on a blocking-pool thread.
+                return f();
+            }
+            crate::panic::off_fiber("blocking");
+        }
+    }
+    let handle = tokio::runtime::Handle::try_current().unwrap_or_else(|_| {
+        panic!("suspendware::blocking() needs a tokio runtime: run the pipeline inside one")
+    });
+    let (tx, rx) = handoff::oneshot::<std::thread::Result<R>>();
+    // The JoinHandle is not needed: the result (or the panic) comes back
+    // through the hand-off, and dropping the handle detaches the task.
+    drop(handle.spawn_blocking(move || {
+        let out = panic::catch_unwind(AssertUnwindSafe(f));
+        // Err: the request was cancelled and its fiber dropped the receiver;
+        // the result (or panic payload) is dropped here, on the pool thread.
+        drop(tx.send(out));
+    }));
+    match wait(rx) {
+        Ok(Ok(v)) => v,
+        Ok(Err(payload)) => panic::resume_unwind(payload),
+        // The closure was dropped unrun (its sender with it).
+        Err(Closed) => panic!("suspendware::blocking(): the runtime shut down while the task ran"),
+    }
+}

@@ -1,0 +1,15 @@
+//! The coarse monotonic clock.
+
+/// A monotonic clock reading in nanoseconds from `CLOCK_MONOTONIC_COARSE`:
+/// a vDSO read (no system call, a few ns) with tick resolution (1–4 ms),
+/// which is what the fiber watchdog needs for its ~10 ms threshold.
+pub(crate) fn coarse_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC_COARSE is
+    // supported on every Linux this crate targets (since 2.6.32).
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

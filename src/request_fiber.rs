@@ -1,0 +1,159 @@
+//! What a request's fiber carries, and the values that cross its switches.
+//!
+//! The generic fiber of [`crate::coro`] knows nothing of requests; this
+//! module gives it the pipeline's meaning: it suspends with [`Suspend`], is
+//! resumed with [`Resumed`], returns a `Response`, and carries
+//! [`FiberLocals`] (the request's context, the spans entered on it, the
+//! layer running on it) as its hooks.
+
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+
+use tracing::Span;
+
+use crate::body::{Request, Response};
+use crate::context::RequestCtx;
+use crate::coro::{self, Fiber, Hooks};
+
+/// A fiber running one sync segment of one request.
+pub(crate) type RequestFiber = Fiber<Suspend, Resumed, Response>;
+
+/// What a request's fiber hands to its driver when it suspends.
+// The request is moved by value through the switch; boxing it to shrink the
+// enum would cost an allocation per suspension.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Suspend {
+    /// `wait()` polled a future that is not ready; resume with `Poll` after
+    /// the waker fires.
+    Pending,
+    /// `get_response` reached the end of the segment: run the inner part of
+    /// the pipeline with this request and resume with its response.
+    Inner(Request),
+}
+
+/// What a suspension point of a request's fiber sees when resumed.
+pub(crate) enum Resumed {
+    /// Poll again (after `Suspend::Pending`).
+    Poll,
+    /// The inner part's response (after `Suspend::Inner`).
+    Response(Response),
+}
+
+/// No layer is running on the fiber.
+const NO_LAYER: usize = usize::MAX;
+
+thread_local! {
+    /// The layer that was running when the last fiber to run on this thread
+    /// suspended (`NO_LAYER` if it returned instead). Read by the driver's
+    /// watchdog right after the resume.
+    static LAST_STOP: Cell<usize> = const { Cell::new(NO_LAYER) };
+    /// Source of fiber ids (unique per thread; fibers never change thread).
+    static NEXT_ID: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The layer index that was active when the fiber the driver just resumed
+/// stopped (`usize::MAX` if it returned).
+pub(crate) fn last_stop() -> usize {
+    LAST_STOP.with(|c| c.get())
+}
+
+/// A request fiber's own data, in its root frame.
+pub(crate) struct FiberLocals {
+    /// Tells this fiber's spans from another's (see `LayerSpan`).
+    id: u64,
+    /// The request this fiber works for (its `RequestLocal` values).
+    request: Option<Arc<RequestCtx>>,
+    /// Spans the pipeline entered on this fiber (innermost last). They are
+    /// exited while the fiber is suspended so that another request's code
+    /// never runs inside them, and re-entered when it resumes.
+    spans: RefCell<Vec<Span>>,
+    /// Index of the innermost layer running on this fiber (for the
+    /// watchdog), `NO_LAYER` when none.
+    active: Cell<usize>,
+}
+
+impl FiberLocals {
+    pub(crate) fn new(request: Option<Arc<RequestCtx>>) -> FiberLocals {
+        FiberLocals {
+            id: NEXT_ID.with(|c| c.replace(c.get().wrapping_add(1))),
+            request,
+            spans: RefCell::new(Vec::new()),
+            active: Cell::new(NO_LAYER),
+        }
+    }
+
+    /// Calls `f` with the running request fiber's locals, or `None` off-fiber.
+    pub(crate) fn with<R>(f: impl FnOnce(&FiberLocals) -> R) -> Option<R> {
+        coro::with_hooks(f)
+    }
+
+    /// This fiber's id.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Records `pos` as the innermost running layer; returns the previous.
+    pub(crate) fn set_active(&self, pos: usize) -> usize {
+        self.active.replace(pos)
+    }
+
+    /// The request this fiber works for.
+    pub(crate) fn request(&self) -> Option<&Arc<RequestCtx>> {
+        self.request.as_ref()
+    }
+
+    /// Enters `span` for the code that runs on this fiber until the matching
+    /// [`FiberLocals::pop_span`]; while the fiber is suspended the span is
+    /// exited, so it never covers another request's code.
+    pub(crate) fn push_span(&self, span: Span) {
+        enter(&span);
+        self.spans.borrow_mut().push(span);
+    }
+
+    /// Exits and forgets the innermost span pushed by `push_span`.
+    pub(crate) fn pop_span(&self) {
+        // Popped first, exited and dropped after the borrow ends: a
+        // subscriber's `exit`/`try_close` may call back into this fiber.
+        let span = self.spans.borrow_mut().pop();
+        if let Some(s) = span {
+            exit(&s);
+        }
+    }
+}
+
+impl Hooks for FiberLocals {
+    fn suspending(&self) {
+        for s in self.spans.borrow().iter().rev() {
+            exit(s);
+        }
+        LAST_STOP.with(|c| c.set(self.active.get()));
+    }
+
+    fn resumed(&self) {
+        // Destructors run by a cancellation run inside the spans they ran in
+        // before; the span guards exit them as the unwind passes.
+        for s in self.spans.borrow().iter() {
+            enter(s);
+        }
+    }
+
+    fn exiting(&self) {
+        LAST_STOP.with(|c| c.set(NO_LAYER));
+        // Spans whose guards outlived the fiber (leaked, or kept elsewhere):
+        // taken out and dropped while the context is whole and `CURRENT` no
+        // longer points at it.
+        let left = std::mem::take(&mut *self.spans.borrow_mut());
+        for s in left.iter().rev() {
+            exit(s);
+        }
+        drop(left);
+    }
+}
+
+fn enter(span: &Span) {
+    span.with_subscriber(|(id, dispatch)| dispatch.enter(id));
+}
+
+fn exit(span: &Span) {
+    span.with_subscriber(|(id, dispatch)| dispatch.exit(id));
+}
