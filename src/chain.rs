@@ -160,7 +160,7 @@ pub(crate) enum LayerSpan {
     /// Disabled span (no subscriber wants it): nothing to do.
     Off,
     /// Pushed on the fiber with this id.
-    Fiber(u64),
+    Fiber(u64, tracing::span::Id),
     Thread(#[allow(dead_code)] tracing::span::EnteredSpan),
 }
 
@@ -172,11 +172,13 @@ impl LayerSpan {
         let mut span = Some(span);
         // One thread-local lookup: push on the running fiber, if any.
         let pushed = FiberLocals::with(|ctx| {
-            ctx.push_span(span.take().expect("span present"));
-            ctx.id()
+            let span = span.take().expect("span present");
+            let id = span.id().expect("an enabled span has an id");
+            ctx.push_span(span);
+            (ctx.id(), id)
         });
         match pushed {
-            Some(id) => LayerSpan::Fiber(id),
+            Some((fiber, id)) => LayerSpan::Fiber(fiber, id),
             None => LayerSpan::Thread(span.take().expect("span present").entered()),
         }
     }
@@ -184,13 +186,14 @@ impl LayerSpan {
 
 impl Drop for LayerSpan {
     fn drop(&mut self) {
-        // Only on the fiber that pushed it: a guard that outlived its fiber
-        // (leaked, kept in a thread-local) must not pop another fiber's
-        // span; its own span was dropped when its fiber exited.
-        if let LayerSpan::Fiber(id) = *self {
+        // Only on the fiber that pushed it, and only its own span: a guard
+        // that outlived its fiber (leaked, kept in a thread-local) must not
+        // pop another fiber's span (its own was dropped when its fiber
+        // exited), and guards dropped out of order pop the right spans.
+        if let LayerSpan::Fiber(fiber, id) = self {
             FiberLocals::with(|ctx| {
-                if ctx.id() == id {
-                    ctx.pop_span();
+                if ctx.id() == *fiber {
+                    ctx.remove_span(id);
                 }
             });
         }

@@ -110,11 +110,18 @@ impl FiberLocals {
         self.spans.borrow_mut().push(span);
     }
 
-    /// Exits and forgets the innermost span pushed by `push_span`.
-    pub(crate) fn pop_span(&self) {
-        // Popped first, exited and dropped after the borrow ends: a
+    /// Exits and forgets the span `id` pushed by `push_span` (normally the
+    /// innermost: the search from the end stops at once).
+    pub(crate) fn remove_span(&self, id: &tracing::span::Id) {
+        // Taken out first, exited and dropped after the borrow ends: a
         // subscriber's `exit`/`try_close` may call back into this fiber.
-        let span = self.spans.borrow_mut().pop();
+        let span = {
+            let mut spans = self.spans.borrow_mut();
+            spans
+                .iter()
+                .rposition(|s| s.id().as_ref() == Some(id))
+                .map(|i| spans.remove(i))
+        };
         if let Some(s) = span {
             exit(&s);
         }
