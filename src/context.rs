@@ -18,13 +18,16 @@ use crate::loom::lock;
 use crate::loom::sync::Mutex;
 use crate::request_fiber::FiberLocals;
 
+/// A request-local's value; `None` while lent out.
+type Slot = Option<Box<dyn Any + Send>>;
+
 /// Per-request state shared by every segment of one request.
 #[derive(Default)]
 pub(crate) struct RequestCtx {
     /// Values of `RequestLocal`s, keyed by the address of the `static`.
     /// `None` while the value is lent out to a `with` closure (the lock is
     /// never held while user code runs).
-    locals: Mutex<Vec<(usize, Option<Box<dyn Any + Send>>)>>,
+    locals: Mutex<Vec<(usize, Slot)>>,
     /// Adapt-mode admission permit held for the whole request.
     pub(crate) permit: crate::thread::segment::PermitSlot,
 }

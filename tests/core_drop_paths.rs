@@ -56,25 +56,31 @@ fn an_inner_future_that_panics_when_dropped_does_not_keep_the_stack() {
 
 #[test]
 fn a_panic_payload_that_panics_when_dropped_is_contained() {
+    // During a cancellation, the middleware swallows its `Cancelled` and
+    // panics; the panic handler itself panics with a payload whose
+    // destructor panics too, so that payload leaves the fiber.
     let p = one_stack()
+        .panic_handler(|_info: &suspendware::PanicInfo<'_>| -> Response { panic_any(PanicOnDrop) })
         .sync(|req: Request, next: &mut Next| -> Response {
-            // Swallow the cancellation, then panic with a payload whose
-            // destructor panics too.
             let _ = catch_unwind(AssertUnwindSafe(|| next.get_response(req)));
-            panic_any(PanicOnDrop)
+            panic!("after swallowing the cancellation")
         })
         .view(|_req: Request| std::future::pending::<Response>())
         .build()
         .unwrap();
     let rt = rt();
-    rt.block_on(async {
-        let mut f = Box::pin(p.handle(req("/")));
-        assert!(poll_once(f.as_mut()).is_pending());
-        drop(f);
-    });
+    let dropped = catch_unwind(AssertUnwindSafe(|| {
+        rt.block_on(async {
+            let mut f = Box::pin(p.handle(req("/")));
+            assert!(poll_once(f.as_mut()).is_pending());
+            drop(f);
+        })
+    }));
+    assert!(dropped.is_ok(), "the payload's panic was contained");
     assert!(p.stack_stats().is_whole(), "{:?}", p.stack_stats());
 
-    // The same payload on an ordinary request: a 500, the stack returned.
+    // A payload whose destructor panics on an ordinary request: a 500, and
+    // the one stack comes back.
     let q = one_stack()
         .sync(|_req: Request, _next: &mut Next| -> Response { panic_any(PanicOnDrop) })
         .view(|_req: Request| async { ok("unreached") })

@@ -73,6 +73,12 @@ pub(crate) fn set_running(g: GuardRange) -> GuardRange {
     RUNNING.with(|r| r.replace(g))
 }
 
+/// The guard range recorded for this thread (tests).
+#[cfg(test)]
+pub(crate) fn current_running() -> GuardRange {
+    RUNNING.with(|r| r.get())
+}
+
 fn page_size() -> usize {
     static PAGE: OnceLock<usize> = OnceLock::new();
     // SAFETY: `sysconf` has no preconditions.
@@ -96,27 +102,35 @@ static PREVIOUS: OnceLock<Saved> = OnceLock::new();
 /// Installs the handler once per process.
 pub(crate) fn install() {
     PREVIOUS.get_or_init(|| {
-        // SAFETY: `sigaction` is called with a fully initialised action whose
-        // handler is an `extern "C"` function of the `SA_SIGINFO` shape, and
-        // with valid out-pointers for the previous actions.
-        unsafe {
-            let mut act: libc::sigaction = MaybeUninit::zeroed().assume_init();
-            act.sa_sigaction = handler as *const () as usize;
-            act.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
-            libc::sigemptyset(&mut act.sa_mask);
-            let mut segv: libc::sigaction = MaybeUninit::zeroed().assume_init();
-            let mut bus: libc::sigaction = MaybeUninit::zeroed().assume_init();
-            libc::sigaction(libc::SIGSEGV, &act, &mut segv);
-            libc::sigaction(libc::SIGBUS, &act, &mut bus);
-            Saved { segv, bus }
-        }
+        let mut act = zeroed_action();
+        act.sa_sigaction = handler as *const () as usize;
+        act.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+        // SAFETY: `act.sa_mask` is a valid, writable sigset_t.
+        unsafe { libc::sigemptyset(&mut act.sa_mask) };
+        let mut segv = zeroed_action();
+        let mut bus = zeroed_action();
+        // SAFETY: a fully initialised action whose handler is an `extern "C"`
+        // function of the `SA_SIGINFO` shape; a valid out-pointer.
+        unsafe { libc::sigaction(libc::SIGSEGV, &act, &mut segv) };
+        // SAFETY: as above.
+        unsafe { libc::sigaction(libc::SIGBUS, &act, &mut bus) };
+        Saved { segv, bus }
     });
 }
 
+/// An all-zero `sigaction` (empty mask, no flags, `SIG_DFL`).
+fn zeroed_action() -> libc::sigaction {
+    // SAFETY: `sigaction` is a plain C struct of integers, a sigset_t and a
+    // handler address, for all of which all-zero bytes are a valid value.
+    unsafe { MaybeUninit::zeroed().assume_init() }
+}
+
 extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
-    // SAFETY: the kernel passes a valid `siginfo_t` for SA_SIGINFO handlers;
-    // `si_addr` is defined for SIGSEGV and SIGBUS.
-    let addr = unsafe { (*info).si_addr() } as usize;
+    // SAFETY: the kernel passes a valid `siginfo_t` for SA_SIGINFO handlers.
+    let info_ref = unsafe { &*info };
+    // SAFETY: `si_addr` is defined for SIGSEGV and SIGBUS, the only signals
+    // this handler is installed for.
+    let addr = unsafe { info_ref.si_addr() } as usize;
     // `RUNNING` has a const initialiser and no destructor: reading it
     // allocates nothing and cannot fail, so it is async-signal-safe.
     let g = RUNNING.with(|r| r.get());
@@ -174,12 +188,10 @@ fn report_and_abort(stack_size: usize) -> ! {
     put(b" bytes (it hit the guard page). Raise the size with \
           Pipeline::builder().stack_size(bytes), or move the deep recursion \
           into suspendware::blocking(..). Aborting.\n");
-    // SAFETY: `write` and `abort` are async-signal-safe; `buf[..n]` is
-    // initialised memory.
-    unsafe {
-        libc::write(2, buf.as_ptr().cast(), n);
-        libc::abort();
-    }
+    // SAFETY: `write` is async-signal-safe; `buf[..n]` is initialised memory.
+    unsafe { libc::write(2, buf.as_ptr().cast(), n) };
+    // SAFETY: `abort` is async-signal-safe and takes no arguments.
+    unsafe { libc::abort() }
 }
 
 /// A per-thread alternate signal stack, created only for threads that had
@@ -198,35 +210,40 @@ impl AltStack {
         if self.checked.replace(true) {
             return;
         }
-        // SAFETY: querying the current alternate stack with a valid
-        // out-pointer; installing a fresh private mapping of ALT_SIZE bytes
-        // that stays mapped until this thread-local is destroyed (Drop below
-        // disables it first).
-        unsafe {
-            let mut old: libc::stack_t = MaybeUninit::zeroed().assume_init();
-            libc::sigaltstack(ptr::null(), &mut old);
-            if old.ss_flags & libc::SS_DISABLE == 0 {
-                return; // std (or someone) already gave this thread one
-            }
-            let map = libc::mmap(
+        let mut old = libc::stack_t {
+            ss_sp: ptr::null_mut(),
+            ss_flags: 0,
+            ss_size: 0,
+        };
+        // SAFETY: queries the current alternate stack into a valid out-pointer.
+        unsafe { libc::sigaltstack(ptr::null(), &mut old) };
+        if old.ss_flags & libc::SS_DISABLE == 0 {
+            return; // std (or someone) already gave this thread one
+        }
+        // SAFETY: a fresh private anonymous mapping; no existing memory is
+        // touched.
+        let map = unsafe {
+            libc::mmap(
                 ptr::null_mut(),
                 ALT_SIZE,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                 -1,
                 0,
-            );
-            if map == libc::MAP_FAILED {
-                return;
-            }
-            let st = libc::stack_t {
-                ss_sp: map,
-                ss_flags: 0,
-                ss_size: ALT_SIZE,
-            };
-            libc::sigaltstack(&st, ptr::null_mut());
-            self.map.set(map);
+            )
+        };
+        if map == libc::MAP_FAILED {
+            return;
         }
+        let st = libc::stack_t {
+            ss_sp: map,
+            ss_flags: 0,
+            ss_size: ALT_SIZE,
+        };
+        // SAFETY: `map` is ALT_SIZE writable bytes that stay mapped until
+        // this thread-local is destroyed (Drop below disables it first).
+        unsafe { libc::sigaltstack(&st, ptr::null_mut()) };
+        self.map.set(map);
     }
 }
 
@@ -236,16 +253,15 @@ impl Drop for AltStack {
         if map.is_null() {
             return;
         }
+        let st = libc::stack_t {
+            ss_sp: ptr::null_mut(),
+            ss_flags: libc::SS_DISABLE,
+            ss_size: 0,
+        };
+        // SAFETY: disables this thread's alternate stack (a valid request).
+        unsafe { libc::sigaltstack(&st, ptr::null_mut()) };
         // SAFETY: `map` is the mapping this thread installed as its alternate
-        // stack; it is disabled before being unmapped.
-        unsafe {
-            let st = libc::stack_t {
-                ss_sp: ptr::null_mut(),
-                ss_flags: libc::SS_DISABLE,
-                ss_size: 0,
-            };
-            libc::sigaltstack(&st, ptr::null_mut());
-            libc::munmap(map, ALT_SIZE);
-        }
+        // stack, no longer in use since the line above.
+        unsafe { libc::munmap(map, ALT_SIZE) };
     }
 }

@@ -1,1 +1,238 @@
+//! The fiber's own contract, without the pipeline: suspension and
+//! resumption, the running-fiber pointer (also when fibers nest), the
+//! guard-range bookkeeping, cancellation (unwinding and forced), and the
+//! fiber-owned waker.
 
+use std::cell::{Cell, RefCell};
+use std::panic::{self, AssertUnwindSafe};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Wake, Waker};
+
+use corosensei::stack::DefaultStack;
+
+use super::current::{place, suspend, with_hooks, with_waker, Hooks, Place};
+use super::fiber::{Cancel, Fiber, Step};
+use super::overflow;
+use super::unwind::{is_forced_unwind, Cancelled};
+
+const SIZE: usize = 64 * 1024;
+
+fn stack() -> DefaultStack {
+    DefaultStack::new(SIZE).expect("map a test stack")
+}
+
+/// Hooks that only carry a tag, and record what they were told.
+struct Tag {
+    n: u32,
+    log: Rc<RefCell<Vec<String>>>,
+}
+
+impl Hooks for Tag {
+    fn suspending(&self) {
+        self.log.borrow_mut().push(format!("{} suspending", self.n));
+    }
+    fn resumed(&self) {
+        self.log.borrow_mut().push(format!("{} resumed", self.n));
+    }
+    fn exiting(&self) {
+        let here = place();
+        self.log
+            .borrow_mut()
+            .push(format!("{} exiting, place {here:?}", self.n));
+    }
+}
+
+fn tag(n: u32, log: &Rc<RefCell<Vec<String>>>) -> Tag {
+    Tag {
+        n,
+        log: log.clone(),
+    }
+}
+
+fn tag_here() -> Option<u32> {
+    with_hooks(|t: &Tag| t.n)
+}
+
+type F = Fiber<u32, u32, u32>;
+
+#[test]
+fn values_cross_each_switch_and_hooks_see_each() {
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let mut f = F::new(stack(), SIZE, tag(1, &log), || {
+        let r = suspend::<u32, u32>(5).expect("on a fiber");
+        r + 1
+    });
+    assert!(matches!(f.resume(Waker::noop(), 0), Step::Suspended(5)));
+    assert!(matches!(f.resume(Waker::noop(), 10), Step::Done(11)));
+    assert!(f.is_done());
+    assert_eq!(
+        *log.borrow(),
+        ["1 suspending", "1 resumed", "1 exiting, place Off"]
+    );
+    assert!(f.into_stack().is_some());
+}
+
+#[test]
+fn the_pointer_is_set_only_while_fiber_code_runs() {
+    assert_eq!(place(), Place::Off);
+    let seen = Rc::new(Cell::new(None));
+    let s2 = seen.clone();
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let mut f = F::new(stack(), SIZE, tag(3, &log), move || {
+        s2.set(Some((place(), tag_here())));
+        let _ = suspend::<u32, u32>(0);
+        s2.set(Some((place(), tag_here())));
+        0
+    });
+    f.resume(Waker::noop(), 0);
+    assert_eq!(seen.get(), Some((Place::Fiber, Some(3))));
+    assert_eq!(place(), Place::Off, "cleared while suspended");
+    seen.set(None);
+    f.resume(Waker::noop(), 0);
+    assert_eq!(seen.get(), Some((Place::Fiber, Some(3))));
+    assert_eq!(place(), Place::Off, "cleared after return");
+}
+
+#[test]
+fn nested_fibers_restore_the_outer_pointer_and_guard_range() {
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let l2 = log.clone();
+    let outside_guard = overflow::current_running();
+    let mut outer = F::new(stack(), SIZE, tag(1, &log), move || {
+        let my_guard = overflow::current_running();
+        let mut inner = F::new(stack(), SIZE, tag(2, &l2), || {
+            assert_eq!(tag_here(), Some(2));
+            let _ = suspend::<u32, u32>(0);
+            assert_eq!(tag_here(), Some(2));
+            7
+        });
+        inner.resume(Waker::noop(), 0);
+        // Back on the outer fiber after the inner one suspended.
+        assert_eq!(tag_here(), Some(1));
+        assert_eq!(overflow::current_running(), my_guard);
+        let r = match inner.resume(Waker::noop(), 0) {
+            Step::Done(r) => r,
+            Step::Suspended(_) => unreachable!(),
+        };
+        assert_eq!(tag_here(), Some(1));
+        assert_eq!(overflow::current_running(), my_guard);
+        r
+    });
+    assert!(matches!(outer.resume(Waker::noop(), 0), Step::Done(7)));
+    assert_eq!(overflow::current_running(), outside_guard);
+}
+
+struct OnDrop<G: FnMut()>(G);
+
+impl<G: FnMut()> Drop for OnDrop<G> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+
+#[test]
+fn cancel_unwinds_every_destructor_inside_the_fiber() {
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let dropped = Rc::new(Cell::new(None));
+    let d2 = dropped.clone();
+    let mut f = F::new(stack(), SIZE, tag(4, &log), move || {
+        let _guard = OnDrop(move || d2.set(Some((tag_here(), std::thread::panicking()))));
+        let _ = suspend::<u32, u32>(0);
+        unreachable!("cancelled")
+    });
+    f.resume(Waker::noop(), 0);
+    assert!(matches!(f.cancel(), Cancel::Unwound));
+    assert_eq!(dropped.get(), Some((Some(4), true)));
+    assert!(f.is_done());
+    assert_eq!(place(), Place::Off);
+    assert!(
+        f.into_stack().is_some(),
+        "an unwound fiber's stack is reusable"
+    );
+}
+
+#[test]
+fn a_fiber_that_keeps_catching_is_forced_under_its_own_pointer() {
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let s2 = seen.clone();
+    let mut f = F::new(stack(), SIZE, tag(5, &log), move || {
+        let s3 = s2.clone();
+        let _guard = OnDrop(move || s3.borrow_mut().push(format!("drop in {:?}", tag_here())));
+        loop {
+            match panic::catch_unwind(AssertUnwindSafe(|| suspend::<u32, u32>(0))) {
+                Err(p) if p.is::<Cancelled>() => continue,
+                Err(p) => {
+                    s2.borrow_mut()
+                        .push(format!("forced={}", is_forced_unwind(&*p)));
+                    panic::resume_unwind(p);
+                }
+                Ok(_) => {}
+            }
+        }
+    });
+    f.resume(Waker::noop(), 0);
+    // Called from "another fiber's" context: the pointer must still be the
+    // cancelled fiber's while its destructors run.
+    assert!(matches!(f.cancel(), Cancel::Forced));
+    assert_eq!(*seen.borrow(), ["forced=true", "drop in Some(5)"]);
+    assert_eq!(place(), Place::Off);
+    assert!(f.is_done());
+}
+
+#[test]
+fn suspend_refuses_off_fiber_and_while_unwinding() {
+    assert!(matches!(suspend::<u32, u32>(1), Err(Place::Off)));
+    let refused = Rc::new(Cell::new(None));
+    let r2 = refused.clone();
+    let mut f = F::new(stack(), SIZE, (), move || {
+        let r3 = r2.clone();
+        let out = panic::catch_unwind(AssertUnwindSafe(move || {
+            let _guard = OnDrop(move || r3.set(Some(suspend::<u32, u32>(2).err())));
+            panic::resume_unwind(Box::new("unwinding"));
+        }));
+        assert!(out.is_err());
+        1
+    });
+    assert!(matches!(f.resume(Waker::noop(), 0), Step::Done(1)));
+    assert_eq!(refused.get(), Some(Some(Place::Unwinding)));
+}
+
+struct Count(AtomicUsize);
+
+impl Wake for Count {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn the_fiber_waker_is_stable_and_wakes_the_latest_driver_waker() {
+    let first = Arc::new(Count(AtomicUsize::new(0)));
+    let second = Arc::new(Count(AtomicUsize::new(0)));
+    let kept: Rc<RefCell<Option<Waker>>> = Rc::new(RefCell::new(None));
+    let k2 = kept.clone();
+    let mut f = F::new(stack(), SIZE, (), move || {
+        let a = with_waker(|w| w.clone()).expect("on a fiber");
+        *k2.borrow_mut() = Some(a.clone());
+        let _ = suspend::<u32, u32>(0);
+        let b = with_waker(|w| w.clone()).expect("on a fiber");
+        assert!(a.will_wake(&b), "one waker for the fiber's whole life");
+        let _ = suspend::<u32, u32>(0);
+        0
+    });
+    f.resume(&Waker::from(first.clone()), 0);
+    f.resume(&Waker::from(second.clone()), 0);
+    kept.borrow().as_ref().unwrap().wake_by_ref();
+    assert_eq!(first.0.load(Ordering::SeqCst), 0);
+    assert_eq!(second.0.load(Ordering::SeqCst), 1);
+    f.resume(Waker::noop(), 0);
+}
+
+#[test]
+fn cancelled_is_not_a_forced_unwind() {
+    assert!(!is_forced_unwind(&Cancelled));
+    assert!(!is_forced_unwind(&"a panic"));
+}

@@ -136,12 +136,16 @@ pub fn block_on<F: Future>(fut: F, limit: Duration) -> (F::Output, Report) {
         let raw = RawWaker::new((&*pw as *const PollWaker).cast(), &LENT);
         // SAFETY: the vtable's functions uphold the `RawWaker` contract for
         // this data pointer (see `lent`): the box outlives every use.
-        let waker = unsafe { Waker::from_raw(raw) };
+        // Boxed: each poll's waker lives at its own address, so a reference
+        // kept from an earlier poll reads that poll's (dead) waker, not the
+        // current one.
+        let waker = Box::new(unsafe { Waker::from_raw(raw) });
         polls += 1;
         let out = fut.as_mut().poll(&mut Context::from_waker(&waker));
-        drop(waker);
         pw.alive.store(false, Ordering::SeqCst);
         keep.push(pw);
+        // Never freed (its drop is a no-op): a late read must stay defined.
+        std::mem::forget(waker);
         if out.is_ready() {
             // Never freed: a waker kept past the end must stay readable.
             std::mem::forget(std::mem::take(&mut keep));
@@ -173,6 +177,9 @@ impl Future for YieldOnce {
             return Poll::Ready(());
         }
         self.0 = true;
+        // A clone, as timers and channels take one: cloning is the use a
+        // dead waker must never see.
+        #[allow(clippy::waker_clone_wake)]
         cx.waker().clone().wake();
         Poll::Pending
     }
