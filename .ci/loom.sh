@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Runs the loom models (tests/loom.rs) against the crate's real hand-off code.
+# Runs the loom models (`#[cfg(loom)]` unit tests beside the code they
+# check: src/handoff/loom_*.rs, src/stack/loom_pool.rs, src/exec/loom_link.rs,
+# src/runtime/loom_models.rs) against the crate's real hand-off code.
 #
 # Uses its own target dir: `--cfg loom` in RUSTFLAGS changes every crate's
 # fingerprint, so sharing the normal target dir would rebuild everything
@@ -19,4 +21,4 @@ export LOOM_LOCATION=1
 
 # Default features pull in hyper-util/tokio::net, which tokio leaves out
 # under cfg(loom); the models need none of them.
-exec cargo test --release --no-default-features --test loom -- "$@"
+exec cargo test --release --no-default-features --lib -- "$@"

@@ -191,10 +191,13 @@ fn orchestrate(o: &Options) -> i32 {
         ("cores", cores.to_string()),
         ("cpu", first_line_of("/proc/cpuinfo", "model name")),
         ("kernel", read_trim("/proc/sys/kernel/osrelease")),
-        ("vm_max_map_count", suspendware::max_map_count().to_string()),
+        (
+            "vm_max_map_count",
+            suspendware::stack::max_map_count().to_string(),
+        ),
         (
             "stack_budget",
-            suspendware::default_stack_budget().to_string(),
+            suspendware::stack::default_stack_budget().to_string(),
         ),
         ("loadavg_start", read_trim("/proc/loadavg")),
         ("k", o.k.to_string()),
@@ -223,13 +226,13 @@ fn orchestrate(o: &Options) -> i32 {
     );
     if o.ns
         .iter()
-        .any(|&n| n > suspendware::default_stack_budget())
+        .any(|&n| n > suspendware::stack::default_stack_budget())
     {
         eprintln!(
             "note: N above the stack budget ({}, from vm.max_map_count={}): suspend-mode requests beyond it wait for a \
              stack (the table shows peak stacks and waiters)",
-            suspendware::default_stack_budget(),
-            suspendware::max_map_count()
+            suspendware::stack::default_stack_budget(),
+            suspendware::stack::max_map_count()
         );
     }
     let total = o.repeats * o.ns.len() * o.ds.len() * o.modes.len();

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use corosensei::{Coroutine, Yielder};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use suspendware::{Next, Pipeline, Request, Response, StackPool, DEFAULT_STACK_SIZE};
+use suspendware::stack::{StackPool, DEFAULT_STACK_SIZE};
+use suspendware::{Next, Pipeline, Request, Response};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 use common::{Flavor, ThreadHold, ViewKind};
@@ -241,7 +242,7 @@ fn bridge(c: &mut Criterion) {
 /// layers, instant view) and awaits the `Send` reply, against the same
 /// pipeline run directly on the caller's current-thread runtime.
 fn runtime_dispatch(c: &mut Criterion) {
-    let workers = suspendware::Runtime::builder()
+    let workers = suspendware::runtime::Runtime::builder()
         .workers(1)
         .build()
         .expect("suspendware runtime");

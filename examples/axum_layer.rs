@@ -1,5 +1,5 @@
 //! axum on tokio's multi-thread runtime, with blocking-style sync
-//! middleware in front of its routes through `suspendware::SuspendLayer`,
+//! middleware in front of its routes through `suspendware::tower::SuspendLayer`,
 //! next to tower-http's `CorsLayer`.
 //!
 //! ```text
@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use suspendware::Runtime;
+use suspendware::runtime::Runtime;
 
 #[derive(Debug, Parser)]
 #[command(about = "axum with suspendware sync middleware through a tower Layer")]

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Each worker thread has its own `SO_REUSEPORT` listener, accepts, and
-//! serves its connections itself (see `suspendware::Server`). Routes:
+//! serves its connections itself (see `suspendware::server::Server`). Routes:
 //! `GET /` (waits `--view-delay-ms`), `GET /users/<name>` (async lookup),
 //! `POST /login` (`username=alice`; other methods get 405), `GET /me`,
 //! `GET /visits` (a session counter). Ctrl-C shuts down gracefully.
@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use suspendware::Server;
+use suspendware::server::Server;
 
 /// How sync middleware meets the async views (`suspendware::Mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -10,8 +10,8 @@ use corosensei::stack::DefaultStack;
 
 use crate::body::Response;
 use crate::coro::Step;
-use crate::request_fiber::{RequestFiber, Resumed};
-use crate::stack_pool::StackPool;
+use crate::exec::fiber_locals::{RequestFiber, Resumed};
+use crate::stack::StackPool;
 
 /// Runs one fiber to completion on a stack taken from `pool`, then returns
 /// the stack: the per-request fiber lifecycle without the pipeline around

@@ -42,6 +42,28 @@
 //! leaves the thread it started on. Run them on a current-thread runtime or
 //! a `LocalSet`.
 //!
+//! ## Where things are
+//!
+//! The root holds what a middleware author needs: [`Pipeline`] and its
+//! builder, the middleware and view traits, [`Next`]/[`AsyncNext`],
+//! [`Mode`], [`wait`], [`blocking`], [`RequestLocal`], [`enter_span`] and the
+//! body types. The rest lives in modules: [`runtime`] (thread-per-core
+//! workers for multi-thread servers), [`server`] (a hyper server),
+//! [`tower`] (tower/axum integration), [`hooks`] and [`decorators`]
+//! (Django-style hook middleware and view decorators), [`plan`] (what runs
+//! where), [`panic`] (panic handling and cancellation) and [`stack`] (fiber
+//! stacks and their budget).
+//!
+//! ## Feature flags
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `tower` | yes | `tower::Service` for `Pipeline` and the runtime handle; [`tower::SuspendLayer`], which puts sync middleware in front of any tower service (an axum `Router`) |
+//! | `server` | yes (implies `tower`) | [`server::Server`], a thread-per-core hyper HTTP/1.1 server |
+//!
+//! With `default-features = false` the crate is the pipeline, the bridge
+//! functions and the [`runtime`]; bring your own server glue.
+//!
 //! See `ARCHITECTURE.md` for the flow of a request and the invariants.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
@@ -50,83 +72,70 @@
     clippy::undocumented_unsafe_blocks,
     clippy::multiple_unsafe_ops_per_block
 )]
-#![warn(missing_debug_implementations)]
+#![warn(missing_debug_implementations, unreachable_pub)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
 mod bridge;
-mod builder;
-mod chain;
-mod context;
 mod coro;
-mod decorators;
-mod driver;
-mod error;
+mod exec;
+mod future;
 mod handoff;
-mod hooks;
 mod loom;
-mod middleware;
-mod mode;
-mod next;
-mod panic;
+#[cfg(all(test, loom))]
+mod loom_support;
+pub mod panic;
 mod pipeline;
-mod plan;
-mod request_fiber;
-mod runtime;
+pub mod runtime;
 // tokio leaves out `net` under `--cfg loom`.
 #[cfg(all(feature = "server", not(loom)))]
-mod server;
-mod stack_pool;
-mod thread;
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
+pub mod server;
+pub mod stack;
 #[cfg(feature = "tower")]
-mod tower;
-mod trace;
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub mod tower;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-/// Hooks for the crate's benchmarks; not a public API (see the module).
+/// Entry points for the crate's own benchmarks; not part of the API.
+#[cfg(feature = "bench-internals")]
 #[doc(hidden)]
 pub mod __bench;
 
 pub use body::{Body, Request, Response};
+pub use bridge::local::{NoRequest, RequestLocal};
+pub use bridge::span::{enter_span, SpanGuard};
 pub use bridge::{blocking, wait};
-pub use builder::{PipelineBuilder, DEFAULT_ADAPT_THREADS, DEFAULT_WATCHDOG};
-pub use context::{NoRequest, RequestLocal};
-pub use decorators::{require_get, require_http_methods, require_post, RequireMethods};
-pub use error::{BuildError, StackError};
-pub use hooks::{ExceptionInfo, HookMiddleware, RequestHead};
-pub use middleware::{
-    named, AsyncMiddleware, LocalBoxFuture, Middleware, Named, SyncMiddleware, SyncView, View,
+pub use exec::next::{AsyncNext, Next};
+pub use future::LocalBoxFuture;
+pub use pipeline::builder::PipelineBuilder;
+pub use pipeline::error::BuildError;
+pub use pipeline::middleware::{
+    named, AsyncMiddleware, Middleware, Named, SyncMiddleware, SyncView, View,
 };
-pub use mode::{Capabilities, Exec, Mode};
-pub use next::{AsyncNext, Next};
-pub use panic::{default_panic_handler, Cancelled, PanicHandler, PanicInfo};
+pub use pipeline::mode::Mode;
 pub use pipeline::{Pipeline, ResponseFuture};
-pub use plan::Plan;
-pub use runtime::{
-    worker_index, Dispatch, DispatchError, Runtime, RuntimeBuilder, RuntimeError, RuntimeHandle,
-    ShutdownReport,
-};
-#[cfg(all(feature = "server", not(loom)))]
-pub use server::{Server, ServerBuilder, ServerError, ServerReport, ServerStats};
-pub use stack_pool::{
-    default_stack_budget, max_map_count, PoolStats, StackPool, DEFAULT_STACK_SIZE,
-    DEFAULT_STACK_WAIT, MIN_STACK_SIZE,
-};
-#[cfg(feature = "tower")]
-pub use tower::{BoxError, CollectResponse, RuntimeService, SuspendLayer, DEFAULT_BODY_LIMIT};
-pub use trace::{enter_span, SpanGuard};
 
-/// Crate internals for the loom models in `tests/loom.rs`; exists only when
-/// built with `RUSTFLAGS="--cfg loom"`. Not an API.
-#[cfg(loom)]
-#[doc(hidden)]
-pub mod __loom {
-    pub use crate::handoff::queue::{queue, QueueRx, QueueTx};
-    pub use crate::handoff::{oneshot, Closed, Receiver, Sender};
-    pub use crate::runtime::model::{begin_shutdown, unstarted, Job, WorkerLoop, WorkerReport};
-    pub use crate::stack_pool::{PoolCore, TryAcquire};
-    pub use crate::thread::link::{link, AsyncEnd, ThreadLink};
+/// Django-style hook middleware (`process_request`, `process_view`,
+/// `process_exception`, `process_response`).
+pub mod hooks {
+    pub use crate::pipeline::hooks::{ExceptionInfo, HookMiddleware, RequestHead};
+}
+
+/// View decorators in the manner of Django's `require_http_methods`.
+pub mod decorators {
+    pub use crate::pipeline::decorators::{
+        require_get, require_http_methods, require_post, RequireMethods,
+    };
+}
+
+/// What runs where: the plan a pipeline was built with, and the
+/// capabilities a hybrid middleware declares.
+pub mod plan {
+    pub use crate::pipeline::mode::{Capabilities, Exec};
+    pub use crate::pipeline::plan::Plan;
 }

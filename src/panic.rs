@@ -1,11 +1,7 @@
 //! Turning panics into responses, and telling them apart from cancellation.
 
 use std::any::Any;
-use std::future::Future;
-use std::panic::{self, AssertUnwindSafe};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use http::StatusCode;
 
@@ -42,90 +38,6 @@ pub(crate) fn payload_message(p: &(dyn Any + Send)) -> &str {
         s
     } else {
         "<non-string panic payload>"
-    }
-}
-
-/// Logs a caught panic and asks the handler for the response. A
-/// [`Cancelled`] payload is re-raised untouched.
-///
-/// Out of line and cold: it must not enlarge the frames of the layer calls
-/// that can reach it (every sync layer's frame sits on a fiber stack).
-#[cold]
-#[inline(never)]
-pub(crate) fn to_response(
-    handler: &PanicHandler,
-    location: &str,
-    payload: Box<dyn Any + Send>,
-) -> Response {
-    // Not panics: a cancellation, and corosensei's forced unwind of a fiber
-    // that kept catching its cancellation. Both must reach the fiber's root.
-    if payload.is::<Cancelled>() || crate::coro::is_forced_unwind(&*payload) {
-        panic::resume_unwind(payload);
-    }
-    let message = payload_message(&*payload);
-    tracing::error!(
-        location,
-        panic = message,
-        "middleware or view panicked; answering with the panic handler"
-    );
-    let mut resp = handler(&PanicInfo { location, message });
-    resp.extensions_mut().insert(PanicMarker {
-        location: location.to_owned(),
-        message: message.to_owned(),
-    });
-    // A payload whose own `Drop` panics must not escape the boundary.
-    crate::coro::drop_payload(payload);
-    resp
-}
-
-/// Marks a response produced by the panic handler, so hook middleware can
-/// run `process_exception` for it.
-#[derive(Clone, Debug)]
-pub(crate) struct PanicMarker {
-    pub(crate) location: String,
-    pub(crate) message: String,
-}
-
-/// Runs `f`, turning a panic into the handler's response.
-#[inline]
-pub(crate) fn catch_sync(
-    handler: &PanicHandler,
-    location: &str,
-    f: impl FnOnce() -> Response,
-) -> Response {
-    match panic::catch_unwind(AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(p) => to_response(handler, location, p),
-    }
-}
-
-/// A future that turns a panic while polling its inner future into the
-/// handler's response. The inner future is `Unpin` (a boxed middleware
-/// future, possibly instrumented), so it is held by value: no extra box.
-pub(crate) struct CatchPanic<'a, F> {
-    inner: F,
-    handler: &'a PanicHandler,
-    location: &'a str,
-}
-
-impl<'a, F: Future<Output = Response> + Unpin> CatchPanic<'a, F> {
-    pub(crate) fn new(inner: F, handler: &'a PanicHandler, location: &'a str) -> Self {
-        CatchPanic {
-            inner,
-            handler,
-            location,
-        }
-    }
-}
-
-impl<F: Future<Output = Response> + Unpin> Future for CatchPanic<'_, F> {
-    type Output = Response;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
-        let this = &mut *self;
-        match panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut this.inner).poll(cx))) {
-            Ok(p) => p,
-            Err(payload) => Poll::Ready(to_response(this.handler, this.location, payload)),
-        }
     }
 }
 

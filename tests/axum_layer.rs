@@ -13,7 +13,9 @@ use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use suspendware::{Next, Request, Runtime, SuspendLayer};
+use suspendware::runtime::Runtime;
+use suspendware::tower::SuspendLayer;
+use suspendware::{Next, Request};
 use tower::ServiceExt;
 
 struct Reply {

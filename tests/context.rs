@@ -6,6 +6,7 @@ mod capture;
 use std::sync::{Arc, Mutex};
 
 use http::StatusCode;
+use suspendware::hooks::*;
 use suspendware::*;
 use tokio::sync::oneshot;
 

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use common::{ok, poll_once, req, rt, text, DropCounter};
 use http::StatusCode;
-use suspendware::{AsyncNext, Next, Pipeline, PipelineBuilder, Request, Response, StackPool};
+use suspendware::stack::StackPool;
+use suspendware::{AsyncNext, Next, Pipeline, PipelineBuilder, Request, Response};
 use tokio::sync::{mpsc, watch};
 
 /// A pipeline with one sync middleware and a view that holds each request

@@ -12,7 +12,8 @@ use std::sync::{mpsc, Arc, Mutex, Once};
 use std::time::Duration;
 
 use common::{ok, poll_once, req, rt, text, DropCounter, Events};
-use suspendware::{blocking, wait, AsyncNext, Cancelled, Next, Pipeline, Request, Response};
+use suspendware::panic::Cancelled;
+use suspendware::{blocking, wait, AsyncNext, Next, Pipeline, Request, Response};
 
 thread_local! {
     static PANICS_HERE: Cell<usize> = const { Cell::new(0) };

@@ -60,7 +60,9 @@ fn a_panic_payload_that_panics_when_dropped_is_contained() {
     // panics; the panic handler itself panics with a payload whose
     // destructor panics too, so that payload leaves the fiber.
     let p = one_stack()
-        .panic_handler(|_info: &suspendware::PanicInfo<'_>| -> Response { panic_any(PanicOnDrop) })
+        .panic_handler(|_info: &suspendware::panic::PanicInfo<'_>| -> Response {
+            panic_any(PanicOnDrop)
+        })
         .sync(|req: Request, next: &mut Next| -> Response {
             let _ = catch_unwind(AssertUnwindSafe(|| next.get_response(req)));
             panic!("after swallowing the cancellation")

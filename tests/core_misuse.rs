@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use common::{ok, panic_message, req, rt, text};
 use http::StatusCode;
+use suspendware::stack::MIN_STACK_SIZE;
 use suspendware::{
     blocking, wait, AsyncNext, BuildError, Next, Pipeline, Request, Response, ResponseFuture,
-    MIN_STACK_SIZE,
 };
 
 fn caught<R>(f: impl FnOnce() -> R) -> String {
@@ -62,7 +62,7 @@ fn blocking_on_a_plain_thread_panics_with_advice() {
 /// the panic handler (here: one that echoes the message).
 #[test]
 fn wait_and_blocking_in_async_view_and_middleware_are_refused() {
-    let echo = |info: &suspendware::PanicInfo<'_>| -> Response {
+    let echo = |info: &suspendware::panic::PanicInfo<'_>| -> Response {
         let mut r = ok(&format!("{}: {}", info.location, info.message));
         *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
         r

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use common::{error_lines, header, ok, poll_once, req, rt, text, DropCounter};
 use http::StatusCode;
-use suspendware::{named, AsyncNext, Next, PanicInfo, Pipeline, Request, Response};
+use suspendware::panic::PanicInfo;
+use suspendware::{named, AsyncNext, Next, Pipeline, Request, Response};
 
 /// Outer sync middleware: records the status it got from the inner part and
 /// stamps the response, proving it ran its "after" half.

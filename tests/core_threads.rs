@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use common::{ok, req, rt, text, DropCounter};
 use http::StatusCode;
-use suspendware::{Next, Pipeline, PoolStats, Request, Response};
+use suspendware::stack::PoolStats;
+use suspendware::{Next, Pipeline, Request, Response};
 
 const N: usize = 10_000;
 

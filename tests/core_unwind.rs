@@ -210,7 +210,7 @@ fn a_forced_unwind_runs_under_its_own_fiber_and_is_not_caught() {
                     next.get_response(r)
                 })) {
                     Ok(resp) => return resp,
-                    Err(p) if p.is::<suspendware::Cancelled>() => continue,
+                    Err(p) if p.is::<suspendware::panic::Cancelled>() => continue,
                     Err(p) => std::panic::resume_unwind(p),
                 }
             }

@@ -3,6 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use http::StatusCode;
+use suspendware::hooks::*;
 use suspendware::*;
 
 type Log = Arc<Mutex<Vec<String>>>;

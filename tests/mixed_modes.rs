@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
+use suspendware::runtime::*;
+use suspendware::stack::*;
 use suspendware::*;
 
 const REQUESTS: usize = 2_000;

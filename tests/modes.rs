@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::StatusCode;
+use suspendware::hooks::*;
+use suspendware::plan::*;
 use suspendware::*;
 
 type Log = Arc<Mutex<Vec<String>>>;

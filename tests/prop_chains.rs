@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use http::StatusCode;
 use proptest::prelude::*;
+use suspendware::hooks::*;
+use suspendware::plan::*;
 use suspendware::*;
 
 // ---------------------------------------------------------------- scripts --

@@ -6,9 +6,8 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use suspendware::{
-    worker_index, Dispatch, DispatchError, Next, Pipeline, Request, Response, Runtime, RuntimeError,
-};
+use suspendware::runtime::{worker_index, Dispatch, DispatchError, Runtime, RuntimeError};
+use suspendware::{Next, Pipeline, Request, Response};
 
 const LONG: Duration = Duration::from_secs(20);
 

@@ -16,7 +16,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use suspendware::{Mode, Pipeline, Request, Response, Server};
+use suspendware::server::Server;
+use suspendware::{Mode, Pipeline, Request, Response};
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 

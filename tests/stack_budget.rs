@@ -11,7 +11,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use http::StatusCode;
-use suspendware::{default_stack_budget, Next, Pipeline, Request, Response, DEFAULT_STACK_WAIT};
+use suspendware::stack::{default_stack_budget, DEFAULT_STACK_WAIT};
+use suspendware::{Next, Pipeline, Request, Response};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 

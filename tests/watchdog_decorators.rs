@@ -5,6 +5,7 @@ mod capture;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
+use suspendware::decorators::*;
 use suspendware::*;
 
 fn run(p: &Pipeline, method: Method) -> Response {
@@ -37,7 +38,11 @@ fn watched(name: &'static str, sleep: Duration, threshold: Duration) -> Pipeline
 fn watchdog_names_a_middleware_that_blocks_the_fiber() {
     let (out, _) = capture::capture(|| {
         run(
-            &watched("sleepy", Duration::from_millis(60), DEFAULT_WATCHDOG),
+            &watched(
+                "sleepy",
+                Duration::from_millis(60),
+                PipelineBuilder::DEFAULT_WATCHDOG,
+            ),
             Method::GET,
         )
     });

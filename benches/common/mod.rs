@@ -12,9 +12,11 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue, HOST};
+use suspendware::hooks::{HookMiddleware, RequestHead};
+use suspendware::plan::Capabilities;
 use suspendware::{
-    AsyncNext, Body, Capabilities, HookMiddleware, LocalBoxFuture, Middleware, Mode, Next,
-    Pipeline, PipelineBuilder, Request, RequestHead, Response,
+    AsyncNext, Body, LocalBoxFuture, Middleware, Mode, Next, Pipeline, PipelineBuilder, Request,
+    Response,
 };
 
 /// The header each working layer appends to the response.

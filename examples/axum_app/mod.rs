@@ -1,6 +1,6 @@
 //! The axum app of `examples/axum_layer.rs`, shared with its test: an axum
 //! `Router` whose routes sit behind blocking-style sync middleware (through
-//! `SuspendLayer`, running on a `suspendware::Runtime`) and tower-http's
+//! `SuspendLayer`, running on a `suspendware::runtime::Runtime`) and tower-http's
 //! `CorsLayer`, on axum's multi-thread runtime.
 
 use std::time::{Duration, Instant};
@@ -10,9 +10,9 @@ use axum::routing::{get, post};
 use axum::Router;
 use http::header::HeaderValue;
 use http::StatusCode;
-use suspendware::{
-    wait, BuildError, Next, Request, Response, RuntimeHandle, SuspendLayer, SyncMiddleware,
-};
+use suspendware::runtime::RuntimeHandle;
+use suspendware::tower::SuspendLayer;
+use suspendware::{wait, BuildError, Next, Request, Response, SyncMiddleware};
 use tower_http::cors::CorsLayer;
 
 /// `X-Render-MS` around everything inside it.
@@ -64,7 +64,7 @@ pub fn router(handle: RuntimeHandle) -> Result<Router, BuildError> {
             "/worker",
             get(|| async {
                 // Handlers run on the suspendware worker the request went to.
-                match suspendware::worker_index() {
+                match suspendware::runtime::worker_index() {
                     Some(i) => format!("suspendware worker {i}\n"),
                     None => "not on a suspendware worker\n".to_owned(),
                 }

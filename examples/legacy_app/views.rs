@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use http::header::HeaderValue;
 use http::{Method, StatusCode};
-use suspendware::{require_http_methods, LocalBoxFuture, Request, RequireMethods, Response, View};
+use suspendware::decorators::{require_http_methods, RequireMethods};
+use suspendware::{LocalBoxFuture, Request, Response, View};
 
 use super::middleware::{CurrentUser, Session, AUTH_USER_ID};
 use super::{AppConfig, AppState};

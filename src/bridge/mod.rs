@@ -1,5 +1,6 @@
-//! What sync code calls: `wait` and `blocking`, how sync code on a fiber
-//! gets at async and blocking work without holding its thread.
+//! What sync code calls: `wait` and `blocking` (how sync code on a fiber
+//! gets at async and blocking work without holding its thread),
+//! request-locals ([`local`]) and spans that survive suspension ([`span`]).
 //!
 //! ## Suspension during an unwind
 //!
@@ -12,7 +13,9 @@
 //! thread in Adapt mode). Cleanup through a database or a blocking client
 //! works; the thread is held for as long as the cleanup takes.
 
+pub(crate) mod local;
 mod park;
+pub(crate) mod span;
 
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
@@ -20,8 +23,8 @@ use std::pin::pin;
 use std::task::{Context, Poll};
 
 use crate::coro::{self, Place};
+use crate::exec::fiber_locals::{Resumed, Suspend};
 use crate::handoff::{self, Closed};
-use crate::request_fiber::{Resumed, Suspend};
 
 /// Runs `fut` to completion from sync code on a fiber, suspending the fiber
 /// (not the thread) while it is pending.
@@ -45,7 +48,7 @@ pub fn wait<F: Future>(fut: F) -> F::Output {
         Place::Fiber => {}
         Place::Unwinding => return park::block_on(fut),
         Place::Off => {
-            if crate::context::on_held_thread() {
+            if crate::exec::request::on_held_thread() {
                 // Adapt/ThreadHop: this thread is already held for the request.
                 return tokio::runtime::Handle::current().block_on(fut);
             }
@@ -88,7 +91,7 @@ where
         Place::Fiber => {}
         Place::Unwinding => return f(),
         Place::Off => {
-            if crate::context::on_held_thread() {
+            if crate::exec::request::on_held_thread() {
                 // Adapt/ThreadHop: already on a blocking-pool thread.
                 return f();
             }

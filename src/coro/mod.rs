@@ -25,7 +25,7 @@ pub(crate) mod overflow;
 pub(crate) mod unwind;
 pub(crate) mod waker;
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests;
 
 pub(crate) use clock::coarse_now_ns;

@@ -52,6 +52,10 @@ pub(crate) mod queue;
 pub(crate) mod state;
 pub(crate) mod wait_slot;
 
+#[cfg(all(test, loom))]
+mod loom_oneshot;
+#[cfg(all(test, loom))]
+mod loom_queue;
 mod receiver;
 mod sender;
 #[cfg(all(test, not(loom)))]
@@ -64,13 +68,13 @@ use crate::loom::lock;
 use crate::loom::sync::atomic::{AtomicUsize, Ordering};
 use crate::loom::sync::{Arc, Condvar, Mutex};
 
-pub use receiver::Receiver;
-pub use sender::Sender;
+pub(crate) use receiver::Receiver;
+pub(crate) use sender::Sender;
 use state::State;
 
 /// The error of a receiver whose sender was dropped without sending.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Closed;
+pub(crate) struct Closed;
 
 impl fmt::Display for Closed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -81,7 +85,7 @@ impl fmt::Display for Closed {
 impl std::error::Error for Closed {}
 
 /// Creates a one-shot hand-off.
-pub fn oneshot<T>() -> (Sender<T>, Receiver<T>) {
+pub(crate) fn oneshot<T>() -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         state: AtomicUsize::new(State::INITIAL.bits()),
         value: Mutex::new(None),

@@ -51,7 +51,7 @@ use crate::loom::lock;
 use crate::loom::sync::{Arc, Mutex};
 
 /// Creates a queue.
-pub fn queue<T>() -> (QueueTx<T>, QueueRx<T>) {
+pub(crate) fn queue<T>() -> (QueueTx<T>, QueueRx<T>) {
     let shared = Arc::new(Mutex::new(Inner {
         items: VecDeque::new(),
         closed: false,
@@ -76,7 +76,7 @@ struct Inner<T> {
 
 /// The pushing half. Not `Clone`: share it by reference (it is `Sync` for
 /// `T: Send`). Dropping it closes the queue.
-pub struct QueueTx<T> {
+pub(crate) struct QueueTx<T> {
     shared: Arc<Mutex<Inner<T>>>,
 }
 
@@ -84,7 +84,7 @@ impl<T> QueueTx<T> {
     /// Appends `value` and wakes the receiver if it waits. `Err(value)` once
     /// the queue is closed: the value was not queued and is the caller's to
     /// drop (or answer with an error).
-    pub fn push(&self, value: T) -> Result<(), T> {
+    pub(crate) fn push(&self, value: T) -> Result<(), T> {
         let waker = {
             let mut inner = lock(&self.shared);
             if inner.closed {
@@ -103,7 +103,7 @@ impl<T> QueueTx<T> {
 
     /// Closes the queue: later pushes fail; the receiver gets what is
     /// queued, then `None`.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         let waker = {
             let mut inner = lock(&self.shared);
             inner.closed = true;
@@ -116,7 +116,7 @@ impl<T> QueueTx<T> {
 
     /// Whether the queue is closed (a snapshot; used by the tests/models).
     #[cfg(any(test, loom))]
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         lock(&self.shared).closed
     }
 }
@@ -128,14 +128,14 @@ impl<T> Drop for QueueTx<T> {
 }
 
 /// The receiving half, for one task.
-pub struct QueueRx<T> {
+pub(crate) struct QueueRx<T> {
     shared: Arc<Mutex<Inner<T>>>,
 }
 
 impl<T> QueueRx<T> {
     /// The next value in push order; `Ready(None)` once the queue is closed
     /// and drained. `Pending` registers `cx`'s waker.
-    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let mut inner = lock(&self.shared);
         if let Some(value) = inner.items.pop_front() {
             return Poll::Ready(Some(value));
@@ -152,7 +152,7 @@ impl<T> QueueRx<T> {
     }
 
     /// [`QueueRx::poll_recv`] as a future.
-    pub fn recv(&mut self) -> impl Future<Output = Option<T>> + '_ {
+    pub(crate) fn recv(&mut self) -> impl Future<Output = Option<T>> + '_ {
         poll_fn(|cx| self.poll_recv(cx))
     }
 }

@@ -12,7 +12,7 @@ use crate::loom::{condvar_wait, lock};
 
 /// Receives the value of a [`super::Sender`]: `.await` it (a `Future`), or
 /// call [`Receiver::recv_blocking`] from a thread that may block.
-pub struct Receiver<T> {
+pub(crate) struct Receiver<T> {
     shared: Arc<Shared<T>>,
 }
 
@@ -23,7 +23,7 @@ impl<T> Receiver<T> {
 
     /// Blocks the calling OS thread until the value arrives or the sender is
     /// dropped.
-    pub fn recv_blocking(self) -> Result<T, Closed> {
+    pub(crate) fn recv_blocking(self) -> Result<T, Closed> {
         let shared = &*self.shared;
         let mut waiter = lock(&shared.waiter);
         loop {

@@ -10,7 +10,7 @@ use crate::loom::sync::Arc;
 
 /// Sends one value to the [`super::Receiver`]. Dropping it unsent closes the
 /// hand-off (the receiver gets [`super::Closed`]).
-pub struct Sender<T> {
+pub(crate) struct Sender<T> {
     /// `None` once `send` ran (so `Drop` knows the channel is not closed).
     shared: Option<Arc<Shared<T>>>,
 }
@@ -25,7 +25,7 @@ impl<T> Sender<T> {
     /// Hands `value` to the receiver and wakes it. `Err(value)` when the
     /// receiver was dropped: the value is returned to the caller, who drops
     /// it (on its own thread).
-    pub fn send(mut self, value: T) -> Result<(), T> {
+    pub(crate) fn send(mut self, value: T) -> Result<(), T> {
         let shared = self
             .shared
             .take()
@@ -46,7 +46,7 @@ impl<T> Sender<T> {
 
     /// `Ready` once the receiver is dropped (nobody wants the value any
     /// more); otherwise registers `cx`'s waker to be woken by that drop.
-    pub fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let shared = self
             .shared
             .as_ref()

@@ -25,13 +25,13 @@ use crate::loom::lock;
 use crate::loom::sync::Mutex;
 
 /// A single-waiter wake-up slot; see the module docs.
-pub struct WaitSlot {
+pub(crate) struct WaitSlot {
     waker: Mutex<Option<Waker>>,
 }
 
 impl WaitSlot {
     /// An empty slot.
-    pub fn new() -> WaitSlot {
+    pub(crate) fn new() -> WaitSlot {
         WaitSlot {
             waker: Mutex::new(None),
         }
@@ -39,7 +39,7 @@ impl WaitSlot {
 
     /// `Ready` when `done()` holds; otherwise registers `cx`'s waker and
     /// returns `Pending`. `done` is called under the slot's lock.
-    pub fn poll_until(&self, cx: &mut Context<'_>, done: impl FnOnce() -> bool) -> Poll<()> {
+    pub(crate) fn poll_until(&self, cx: &mut Context<'_>, done: impl FnOnce() -> bool) -> Poll<()> {
         let mut slot = lock(&self.waker);
         if done() {
             return Poll::Ready(());
@@ -53,7 +53,7 @@ impl WaitSlot {
 
     /// Wakes the waiter, if one registered. Call after making the
     /// condition true.
-    pub fn notify(&self) {
+    pub(crate) fn notify(&self) {
         let waker = lock(&self.waker).take();
         if let Some(w) = waker {
             w.wake();

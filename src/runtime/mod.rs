@@ -30,7 +30,10 @@ pub use error::{DispatchError, RuntimeError};
 pub use shutdown::{Runtime, ShutdownReport};
 pub use worker::worker_index;
 
-/// Entry points for the loom models (`suspendware::__loom`).
+#[cfg(all(test, loom))]
+mod loom_models;
+
+/// Entry points for the loom models (`loom_models.rs`).
 #[cfg(loom)]
 pub(crate) mod model {
     pub use super::serve::WorkerLoop;

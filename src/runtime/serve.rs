@@ -23,7 +23,7 @@ use crate::handoff::queue::QueueRx;
 use crate::loom::sync::Arc;
 
 /// The consuming side of one worker: its queue and its shared state.
-pub struct WorkerLoop {
+pub(crate) struct WorkerLoop {
     state: Arc<WorkerState>,
     rx: QueueRx<Job>,
 }
@@ -36,7 +36,7 @@ impl WorkerLoop {
     /// Runs the loop (module docs). `start` runs or spawns a job; `grace`
     /// is called once the queue is closed and drained, and its future
     /// completing ends the wait for work in flight.
-    pub async fn serve<G>(
+    pub(crate) async fn serve<G>(
         mut self,
         mut start: impl FnMut(Job),
         grace: impl FnOnce() -> G,

@@ -14,11 +14,11 @@ use tokio::sync::watch;
 use tokio::task::LocalSet;
 
 use super::serve::WorkerLoop;
+use crate::future::LocalBoxFuture;
 use crate::handoff::queue::{self, QueueTx};
 use crate::handoff::wait_slot::WaitSlot;
 use crate::loom::sync::atomic::{AtomicUsize, Ordering};
 use crate::loom::sync::Arc;
-use crate::middleware::LocalBoxFuture;
 
 /// What the dispatchers and the worker share about one worker.
 pub(crate) struct WorkerState {
@@ -59,7 +59,7 @@ impl WorkerState {
 /// drops it just before it answers, so a caller that has its answer sees
 /// the work no longer in flight; if the job or its future is dropped
 /// instead, the mark goes with it.
-pub struct Job {
+pub(crate) struct Job {
     make: Box<dyn FnOnce(InFlight) -> LocalBoxFuture<'static, ()> + Send>,
     in_flight: InFlight,
 }
@@ -78,7 +78,7 @@ impl Job {
     /// Makes the job's future (on the worker thread). A panic while making
     /// it is caught and logged (`None`): the worker keeps serving and the
     /// caller sees the work aborted (its reply end was dropped).
-    pub fn start(self) -> Option<LocalBoxFuture<'static, ()>> {
+    pub(crate) fn start(self) -> Option<LocalBoxFuture<'static, ()>> {
         let Job { make, in_flight } = self;
         match panic::catch_unwind(AssertUnwindSafe(move || make(in_flight))) {
             Ok(fut) => Some(fut),
@@ -122,7 +122,7 @@ impl Drop for InFlight {
 
 /// What a worker says when it exits.
 #[derive(Debug, Default)]
-pub struct WorkerReport {
+pub(crate) struct WorkerReport {
     /// Work still in flight when the shutdown deadline passed (dropped).
     pub cancelled: usize,
 }

@@ -4,7 +4,7 @@ use http::StatusCode;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::body::{Body, Request, Response};
-use crate::middleware::LocalBoxFuture;
+use crate::future::LocalBoxFuture;
 
 /// The error type tower services commonly use.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -10,11 +10,11 @@ use super::body::{BoxError, CollectResponse, DEFAULT_BODY_LIMIT};
 use super::service::RuntimeService;
 use super::view::InnerView;
 use crate::body::{Request, Response};
-use crate::builder::PipelineBuilder;
-use crate::error::BuildError;
+use crate::pipeline::builder::PipelineBuilder;
+use crate::pipeline::error::BuildError;
 use crate::pipeline::Pipeline;
 use crate::runtime::RuntimeHandle;
-use crate::stack_pool::{default_stack_budget, StackPool, DEFAULT_STACK_SIZE, DEFAULT_STACK_WAIT};
+use crate::stack::{default_stack_budget, StackPool, DEFAULT_STACK_SIZE, DEFAULT_STACK_WAIT};
 
 type Configure = dyn Fn(PipelineBuilder) -> PipelineBuilder + Send + Sync;
 

@@ -11,7 +11,7 @@ use tower_service::Service;
 
 use super::body::{collect_request, status, BoxError, DEFAULT_BODY_LIMIT};
 use crate::body::Response;
-use crate::middleware::LocalBoxFuture;
+use crate::future::LocalBoxFuture;
 use crate::pipeline::Pipeline;
 use crate::runtime::{DispatchError, RuntimeHandle};
 

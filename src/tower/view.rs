@@ -9,7 +9,7 @@ use tower_service::Service;
 use super::body::{status, BoxError, CollectResponse};
 use crate::body::{Request, Response};
 use crate::loom::sync::Mutex;
-use crate::middleware::{LocalBoxFuture, View};
+use crate::pipeline::middleware::{LocalBoxFuture, View};
 
 /// Holds the inner service; each request calls a fresh clone of it (tower's
 /// rule for services shared by concurrent requests), readied on the worker.

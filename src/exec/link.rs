@@ -33,7 +33,7 @@ use crate::handoff::queue::{self, QueueRx, QueueTx};
 use crate::handoff::{self, Closed};
 
 /// Messages from the held thread to the async side.
-pub enum ToAsync<Req, Resp> {
+pub(crate) enum ToAsync<Req, Resp> {
     /// Run the inner part with this request; answer on the sender.
     Inner(Req, handoff::Sender<Resp>),
     /// The segment finished.
@@ -41,21 +41,21 @@ pub enum ToAsync<Req, Resp> {
 }
 
 /// Creates a link: the held thread's end and the async side's.
-pub fn link<Req, Resp, F>() -> (ThreadLink<Req, Resp>, AsyncEnd<Req, Resp, F>) {
+pub(crate) fn link<Req, Resp, F>() -> (ThreadLink<Req, Resp>, AsyncEnd<Req, Resp, F>) {
     let (tx, rx) = queue::queue();
     (ThreadLink { tx }, AsyncEnd { rx, inner: None })
 }
 
 /// The held thread's end. Dropping it without [`ThreadLink::done`] tells
 /// the async side that the thread ended without a response.
-pub struct ThreadLink<Req = Request, Resp = Response> {
+pub(crate) struct ThreadLink<Req = Request, Resp = Response> {
     tx: QueueTx<ToAsync<Req, Resp>>,
 }
 
 impl<Req, Resp> ThreadLink<Req, Resp> {
     /// Blocks this thread until the inner part answers `req`.
     /// `Err(Closed)`: the async side is gone (the request was cancelled).
-    pub fn inner(&self, req: Req) -> Result<Resp, Closed> {
+    pub(crate) fn inner(&self, req: Req) -> Result<Resp, Closed> {
         let (reply_tx, reply_rx) = handoff::oneshot();
         if self.tx.push(ToAsync::Inner(req, reply_tx)).is_err() {
             return Err(Closed);
@@ -65,14 +65,14 @@ impl<Req, Resp> ThreadLink<Req, Resp> {
 
     /// Hands the segment's response to the async side. If it is gone
     /// (cancelled), the response is dropped here, on this thread.
-    pub fn done(self, resp: Resp) {
+    pub(crate) fn done(self, resp: Resp) {
         let _ = self.tx.push(ToAsync::Done(resp));
     }
 }
 
 /// The async side's end: receives the thread's messages and runs inner
 /// parts (futures of type `F`).
-pub struct AsyncEnd<Req, Resp, F> {
+pub(crate) struct AsyncEnd<Req, Resp, F> {
     rx: QueueRx<ToAsync<Req, Resp>>,
     /// The inner part being run, and where its answer goes.
     inner: Option<(F, handoff::Sender<Resp>)>,
@@ -86,7 +86,7 @@ where
     /// thread with its result, then takes the thread's next message (an
     /// `Inner` starts `run(req)`). `Ready(Some(resp))` when the segment is
     /// done, `Ready(None)` when the thread ended without a response.
-    pub fn poll(
+    pub(crate) fn poll(
         &mut self,
         cx: &mut Context<'_>,
         mut run: impl FnMut(Req) -> F,

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use tracing::Span;
 
 use crate::body::{Request, Response};
-use crate::context::RequestCtx;
 use crate::coro::{self, Fiber, Hooks};
+use crate::exec::request::RequestCtx;
 
 /// A fiber running one sync segment of one request.
 pub(crate) type RequestFiber = Fiber<Suspend, Resumed, Response>;

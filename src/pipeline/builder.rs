@@ -5,29 +5,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::body::Response;
-use crate::chain::Chain;
-use crate::error::BuildError;
-use crate::hooks::{HookMiddleware, HookStage, ViewHooks};
-use crate::middleware::{
-    AsyncMiddleware, AsyncOnly, AsyncViewStage, Middleware, SyncMiddleware, SyncOnly, SyncView,
-    SyncViewStage, View,
-};
-use crate::mode::{Exec, Mode};
+use crate::exec::chain::Chain;
+use crate::exec::stage::{AsyncOnly, AsyncViewStage, SyncOnly, SyncViewStage};
+use crate::exec::thread_segment::AdaptAdmission;
 use crate::panic::{default_panic_handler, PanicHandler, PanicInfo};
+use crate::pipeline::error::BuildError;
+use crate::pipeline::hooks::{HookMiddleware, HookStage, ViewHooks};
+use crate::pipeline::middleware::{AsyncMiddleware, Middleware, SyncMiddleware, SyncView, View};
+use crate::pipeline::mode::{Exec, Mode};
+use crate::pipeline::plan::{plan, Entry, Kind, Plan, Segment};
 use crate::pipeline::Pipeline;
-use crate::plan::{plan, Entry, Kind, Plan, Segment};
-use crate::stack_pool::{
+use crate::stack::{
     default_stack_budget, StackPool, DEFAULT_STACK_SIZE, DEFAULT_STACK_WAIT, MIN_STACK_SIZE,
 };
-use crate::thread::segment::AdaptAdmission;
-
-/// Default watchdog threshold: a fiber running this long without suspending
-/// is reported.
-pub const DEFAULT_WATCHDOG: Duration = Duration::from_millis(10);
-
-/// Default number of blocking-pool threads Adapt mode may hold (tokio's
-/// default `max_blocking_threads`).
-pub const DEFAULT_ADAPT_THREADS: usize = 512;
 
 /// Builds a [`Pipeline`]. Layers are listed outermost first, like Django's
 /// `MIDDLEWARE` setting and tower's `ServiceBuilder`.
@@ -57,8 +47,8 @@ impl Default for PipelineBuilder {
             stack_wait: DEFAULT_STACK_WAIT,
             pool: None,
             panic_handler: default_panic_handler(),
-            watchdog: Some(DEFAULT_WATCHDOG),
-            adapt_threads: DEFAULT_ADAPT_THREADS,
+            watchdog: Some(Self::DEFAULT_WATCHDOG),
+            adapt_threads: Self::DEFAULT_ADAPT_THREADS,
         }
     }
 }
@@ -90,6 +80,17 @@ fn entry(kind: Kind, mw: Arc<dyn Middleware>) -> Entry {
         mw,
         exec: Exec::Async,
     }
+}
+
+impl PipelineBuilder {
+    /// Default watchdog threshold ([`PipelineBuilder::watchdog`]): a fiber
+    /// running this long without suspending is reported.
+    pub const DEFAULT_WATCHDOG: Duration = Duration::from_millis(10);
+
+    /// Default number of blocking-pool threads Adapt mode may hold
+    /// ([`PipelineBuilder::adapt_threads`]; tokio's default
+    /// `max_blocking_threads`).
+    pub const DEFAULT_ADAPT_THREADS: usize = 512;
 }
 
 impl PipelineBuilder {
@@ -242,7 +243,7 @@ impl PipelineBuilder {
         };
         let held = segments
             .iter()
-            .filter(|s| matches!(s, Segment::Thread { .. }))
+            .filter(|s| matches!(s, Segment::Thread(_)))
             .count();
         let adapt = AdaptAdmission::new(self.adapt_threads, held);
         for e in entries

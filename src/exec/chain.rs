@@ -1,7 +1,7 @@
 //! The built chain and how a request walks it.
 //!
 //! Layers (middleware, then the view as the innermost layer) are grouped
-//! into *segments* by [`crate::plan`]: a maximal run of fiber layers (one
+//! into *segments* by [`crate::pipeline::plan`]: a maximal run of fiber layers (one
 //! fiber per request), a maximal run of held-thread layers (one blocking
 //! thread per request), or a single async layer. The request enters segment
 //! 0; each segment hands it to the next:
@@ -16,19 +16,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
-use tracing::Span;
 
 use crate::body::{Request, Response};
-use crate::context::RequestCtx;
-use crate::driver::SegmentFuture;
-use crate::middleware::LocalBoxFuture;
-use crate::mode::Mode;
-use crate::next::{AsyncNext, Backend, Next};
-use crate::panic::{catch_sync, to_response, CatchPanic, PanicHandler};
-use crate::plan::{Entry, Plan, Segment};
-use crate::request_fiber::FiberLocals;
-use crate::stack_pool::StackPool;
-use crate::thread::segment::{AdaptAdmission, ThreadSegmentFuture};
+use crate::bridge::span::LayerSpan;
+use crate::exec::boundary::{catch_sync, to_response, CatchPanic};
+use crate::exec::fiber_locals::FiberLocals;
+use crate::exec::fiber_segment::FiberSegmentFuture;
+use crate::exec::next::{AsyncNext, Backend, Next};
+use crate::exec::request::RequestCtx;
+use crate::exec::thread_segment::{AdaptAdmission, ThreadSegmentFuture};
+use crate::future::LocalBoxFuture;
+use crate::panic::PanicHandler;
+use crate::pipeline::mode::Mode;
+use crate::pipeline::plan::{Entry, Plan, Segment};
+use crate::stack::StackPool;
 
 /// Everything a request needs, shared by all requests of a pipeline.
 pub(crate) struct Chain {
@@ -55,19 +56,17 @@ impl Chain {
             return Box::pin(async move { view_called_next() });
         };
         match segment {
-            Segment::Fiber { start, end } => Box::pin(SegmentFuture::new(
+            Segment::Fiber(layers) => Box::pin(FiberSegmentFuture::new(
                 chain.clone(),
                 seg,
-                start,
-                end,
+                layers,
                 req,
                 rctx,
             )),
-            Segment::Thread { start, end } => Box::pin(ThreadSegmentFuture::new(
+            Segment::Thread(layers) => Box::pin(ThreadSegmentFuture::new(
                 chain.clone(),
                 seg,
-                start,
-                end,
+                layers,
                 req,
                 rctx,
             )),
@@ -147,55 +146,6 @@ impl Drop for ActiveLayer {
     fn drop(&mut self) {
         if let Some(prev) = self.0 {
             FiberLocals::with(|ctx| ctx.set_active(prev));
-        }
-    }
-}
-
-/// A span entered for a layer's sync code.
-///
-/// On a fiber it is exited while the fiber is suspended and re-entered when
-/// it resumes, so it never covers another request's code; on a held thread
-/// (nothing else runs there) it is an ordinary entered span.
-pub(crate) enum LayerSpan {
-    /// Disabled span (no subscriber wants it): nothing to do.
-    Off,
-    /// Pushed on the fiber with this id.
-    Fiber(u64, tracing::span::Id),
-    Thread(#[allow(dead_code)] tracing::span::EnteredSpan),
-}
-
-impl LayerSpan {
-    pub(crate) fn enter(span: Span) -> LayerSpan {
-        if span.is_disabled() {
-            return LayerSpan::Off;
-        }
-        let mut span = Some(span);
-        // One thread-local lookup: push on the running fiber, if any.
-        let pushed = FiberLocals::with(|ctx| {
-            let span = span.take().expect("span present");
-            let id = span.id().expect("an enabled span has an id");
-            ctx.push_span(span);
-            (ctx.id(), id)
-        });
-        match pushed {
-            Some((fiber, id)) => LayerSpan::Fiber(fiber, id),
-            None => LayerSpan::Thread(span.take().expect("span present").entered()),
-        }
-    }
-}
-
-impl Drop for LayerSpan {
-    fn drop(&mut self) {
-        // Only on the fiber that pushed it, and only its own span: a guard
-        // that outlived its fiber (leaked, kept in a thread-local) must not
-        // pop another fiber's span (its own was dropped when its fiber
-        // exited), and guards dropped out of order pop the right spans.
-        if let LayerSpan::Fiber(fiber, id) = self {
-            FiberLocals::with(|ctx| {
-                if ctx.id() == *fiber {
-                    ctx.remove_span(id);
-                }
-            });
         }
     }
 }

@@ -10,7 +10,7 @@ use http::header::{HeaderValue, ALLOW};
 use http::{Method, StatusCode};
 
 use crate::body::{Request, Response};
-use crate::middleware::{LocalBoxFuture, SyncView, View};
+use crate::pipeline::middleware::{LocalBoxFuture, SyncView, View};
 
 /// Answers `405 Method Not Allowed` (with an `Allow` header listing
 /// `methods`) unless the request's method is one of `methods`; otherwise

@@ -25,24 +25,25 @@ use corosensei::stack::DefaultStack;
 use http::StatusCode;
 
 use crate::body::{Request, Response};
-use crate::chain::Chain;
-use crate::context::RequestCtx;
 use crate::coro::{coarse_now_ns, Cancel, Step};
-use crate::error::StackError;
-use crate::middleware::LocalBoxFuture;
-use crate::next::Backend;
-use crate::request_fiber::{last_stop, FiberLocals, RequestFiber, Resumed, Suspend};
+use crate::exec::chain::Chain;
+use crate::exec::fiber_locals::{last_stop, FiberLocals, RequestFiber, Resumed, Suspend};
+use crate::exec::layers::Layers;
+use crate::exec::next::Backend;
+use crate::exec::request::RequestCtx;
+use crate::future::LocalBoxFuture;
+use crate::stack::StackError;
 
 struct Acquire {
     req: Option<Request>,
     wait: LocalBoxFuture<'static, Result<DefaultStack, StackError>>,
 }
 
-pub(crate) struct SegmentFuture {
+pub(crate) struct FiberSegmentFuture {
     chain: Arc<Chain>,
     seg: usize,
     /// The segment's layers (for the watchdog's message).
-    layers: (usize, usize),
+    layers: Layers,
     rctx: Arc<RequestCtx>,
     state: State,
 }
@@ -61,17 +62,16 @@ enum State {
     Done,
 }
 
-impl SegmentFuture {
+impl FiberSegmentFuture {
     pub(crate) fn new(
         chain: Arc<Chain>,
         seg: usize,
-        start: usize,
-        end: usize,
+        layers: Layers,
         req: Request,
         rctx: Arc<RequestCtx>,
     ) -> Self {
         let state = match chain.pool.try_acquire() {
-            Ok(Some(stack)) => start_fiber(&chain, &rctx, stack, start, end, req),
+            Ok(Some(stack)) => start_fiber(&chain, &rctx, stack, layers, req),
             Ok(None) => {
                 let pool = chain.pool.clone();
                 State::Acquire(Box::new(Acquire {
@@ -81,10 +81,10 @@ impl SegmentFuture {
             }
             Err(e) => State::Failed(Some(e)),
         };
-        SegmentFuture {
+        FiberSegmentFuture {
             chain,
             seg,
-            layers: (start, end),
+            layers,
             rctx,
             state,
         }
@@ -95,8 +95,7 @@ fn start_fiber(
     chain: &Arc<Chain>,
     rctx: &Arc<RequestCtx>,
     stack: DefaultStack,
-    start: usize,
-    end: usize,
+    layers: Layers,
     req: Request,
 ) -> State {
     let body_chain = chain.clone();
@@ -109,7 +108,7 @@ fn start_fiber(
         stack,
         chain.pool.stack_size(),
         FiberLocals::new(Some(rctx.clone())),
-        move || body_chain.call_sync(start, end, *req, Backend::Fiber),
+        move || body_chain.call_sync(layers.start, layers.end, *req, Backend::Fiber),
     );
     State::Running { fiber, inner: None }
 }
@@ -121,7 +120,7 @@ fn unavailable(e: &StackError) -> Response {
     r
 }
 
-impl Future for SegmentFuture {
+impl Future for FiberSegmentFuture {
     type Output = Response;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
@@ -132,8 +131,7 @@ impl Future for SegmentFuture {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Ok(stack)) => {
                         let req = acq.req.take().expect("request taken twice");
-                        let (start, end) = this.layers;
-                        this.state = start_fiber(&this.chain, &this.rctx, stack, start, end, req);
+                        this.state = start_fiber(&this.chain, &this.rctx, stack, this.layers, req);
                     }
                     Poll::Ready(Err(e)) => {
                         this.state = State::Done;
@@ -180,18 +178,20 @@ impl Future for SegmentFuture {
                             // boundary machinery itself; still answer.
                             this.finish();
                             let handler = &this.chain.panic_handler;
-                            return Poll::Ready(crate::panic::to_response(
+                            return Poll::Ready(crate::exec::boundary::to_response(
                                 handler, "fiber", payload,
                             ));
                         }
                     }
                 }
                 State::Failed(e) => {
-                    let e = e.take().expect("SegmentFuture polled after completion");
+                    let e = e
+                        .take()
+                        .expect("FiberSegmentFuture polled after completion");
                     this.state = State::Done;
                     return Poll::Ready(unavailable(&e));
                 }
-                State::Done => panic!("SegmentFuture polled after completion"),
+                State::Done => panic!("FiberSegmentFuture polled after completion"),
             }
         }
     }
@@ -202,14 +202,15 @@ impl Future for SegmentFuture {
 /// `suspendware::blocking(..)` for blocking I/O or `suspendware::wait(..)`
 /// for async work — the analogue of Django's `SynchronousOnlyOperation`.
 #[cold]
-fn watchdog_slow(chain: &Chain, (start, end): (usize, usize), elapsed_ms: u64) {
+fn watchdog_slow(chain: &Chain, layers: Layers, elapsed_ms: u64) {
     let layer = last_stop();
     // The layer that was running when the fiber stopped; if the fiber
     // returned, any layer of the segment may have been the slow one.
-    let name = if (start..end).contains(&layer) {
+    let name = if layers.contains(layer) {
         chain.name(layer).to_owned()
     } else {
-        (start..end)
+        layers
+            .range()
             .map(|i| chain.name(i))
             .collect::<Vec<_>>()
             .join(", ")
@@ -224,14 +225,14 @@ fn watchdog_slow(chain: &Chain, (start, end): (usize, usize), elapsed_ms: u64) {
 }
 
 #[inline]
-fn watchdog_check(chain: &Chain, layers: (usize, usize), limit: std::time::Duration, t0: u64) {
+fn watchdog_check(chain: &Chain, layers: Layers, limit: std::time::Duration, t0: u64) {
     let elapsed = coarse_now_ns().saturating_sub(t0);
     if elapsed > limit.as_nanos() as u64 {
         watchdog_slow(chain, layers, elapsed / 1_000_000);
     }
 }
 
-impl SegmentFuture {
+impl FiberSegmentFuture {
     /// Returns the fiber's stack to the pool (or accounts for its loss).
     fn finish(&mut self) {
         if let State::Running { fiber, inner } = std::mem::replace(&mut self.state, State::Done) {
@@ -266,7 +267,7 @@ impl Drop for StackSlot<'_> {
     }
 }
 
-impl Drop for SegmentFuture {
+impl Drop for FiberSegmentFuture {
     fn drop(&mut self) {
         // `finish` runs however this ends: a panic from the inner future's
         // destructor (or from a payload's) must not keep the stack's slot.
@@ -279,8 +280,8 @@ impl Drop for SegmentFuture {
     }
 }
 
-/// Runs [`SegmentFuture::finish`] when dropped, also during an unwind.
-struct FinishOnDrop<'a>(&'a mut SegmentFuture);
+/// Runs [`FiberSegmentFuture::finish`] when dropped, also during an unwind.
+struct FinishOnDrop<'a>(&'a mut FiberSegmentFuture);
 
 impl Drop for FinishOnDrop<'_> {
     fn drop(&mut self) {

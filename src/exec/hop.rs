@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tracing::Instrument;
 
-use crate::context::{RequestCtx, ThreadScope};
+use crate::exec::request::{RequestCtx, ThreadScope};
 
 /// Runs `f` on tokio's blocking pool with `ctx` as the thread's request and
 /// the caller's current span entered; a panic in `f` is re-raised in the

@@ -20,11 +20,11 @@ use std::sync::Arc;
 use http::{HeaderMap, Method, Uri, Version};
 
 use crate::body::{Request, Response};
-use crate::middleware::{short_type_name, LocalBoxFuture, Middleware};
-use crate::mode::Capabilities;
-use crate::next::{AsyncNext, Next};
-use crate::panic::PanicMarker;
-use crate::thread::hop;
+use crate::exec::boundary::PanicMarker;
+use crate::exec::hop::hop;
+use crate::exec::next::{AsyncNext, Next};
+use crate::pipeline::middleware::{short_type_name, LocalBoxFuture, Middleware};
+use crate::pipeline::mode::Capabilities;
 
 /// What `process_exception` and `process_response` see of the request.
 #[derive(Clone, Debug)]

@@ -1,4 +1,14 @@
-//! `Pipeline`: the built chain and the entry point for requests.
+//! What users build: `Pipeline` and its builder, the middleware and view
+//! traits, hook middleware and decorators, the plan (`Mode`, `Exec`,
+//! `Capabilities`) and build errors.
+
+pub(crate) mod builder;
+pub(crate) mod decorators;
+pub(crate) mod error;
+pub(crate) mod hooks;
+pub(crate) mod middleware;
+pub(crate) mod mode;
+pub(crate) mod plan;
 
 use std::fmt;
 use std::future::Future;
@@ -10,13 +20,13 @@ use tracing::instrument::Instrumented;
 use tracing::Instrument;
 
 use crate::body::{Request, Response};
-use crate::builder::PipelineBuilder;
-use crate::chain::Chain;
-use crate::context::RequestCtx;
-use crate::middleware::LocalBoxFuture;
-use crate::mode::Mode;
-use crate::plan::{Plan, Segment};
-use crate::stack_pool::{PoolStats, StackPool};
+use crate::exec::chain::Chain;
+use crate::exec::request::RequestCtx;
+use crate::future::LocalBoxFuture;
+use crate::pipeline::builder::PipelineBuilder;
+use crate::pipeline::mode::Mode;
+use crate::pipeline::plan::{Plan, Segment};
+use crate::stack::{PoolStats, StackPool};
 
 /// A built middleware chain around a view. Cheap to clone (an `Arc`).
 ///
@@ -72,7 +82,7 @@ impl Pipeline {
         self.chain
             .segments
             .iter()
-            .filter(|s| matches!(s, Segment::Fiber { .. }))
+            .filter(|s| matches!(s, Segment::Fiber(_)))
             .count()
     }
 

@@ -13,11 +13,13 @@ use std::cell::RefCell;
 use std::future::{pending, poll_fn, ready, Future};
 use std::pin::pin;
 
+use crate::future::LocalBoxFuture;
+use crate::handoff::oneshot;
+use crate::runtime::model::{begin_shutdown, unstarted, Job, WorkerLoop, WorkerReport};
+use crate::runtime::DispatchError;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use suspendware::__loom::{begin_shutdown, oneshot, unstarted, Job, WorkerLoop, WorkerReport};
-use suspendware::{DispatchError, LocalBoxFuture};
 
 /// Runs each job to completion as it is received.
 fn run_inline(job: Job) {

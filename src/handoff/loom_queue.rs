@@ -1,12 +1,12 @@
 //! The queue (`src/handoff/queue.rs`): the runtime's job queues and Adapt
 //! mode's thread→async messages.
 
+use crate::handoff::queue::{queue, QueueRx};
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use suspendware::__loom::{queue, QueueRx};
 
-use super::Counted;
+use crate::loom_support::Counted;
 
 /// Everything the consumer gets until the queue reports closed.
 fn drain<T>(rx: &mut QueueRx<T>) -> Vec<T> {

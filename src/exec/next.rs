@@ -6,11 +6,11 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use crate::body::{Request, Response};
-use crate::chain::Chain;
-use crate::context::RequestCtx;
 use crate::coro::{self, Place};
-use crate::request_fiber::{Resumed, Suspend};
-use crate::thread::link::ThreadLink;
+use crate::exec::chain::Chain;
+use crate::exec::fiber_locals::{Resumed, Suspend};
+use crate::exec::link::ThreadLink;
+use crate::exec::request::RequestCtx;
 
 /// Where the sync code holding a `Next` runs.
 #[derive(Clone, Copy)]

@@ -41,12 +41,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::link::{self, AsyncEnd};
 use crate::body::{Request, Response};
-use crate::chain::Chain;
-use crate::context::{RequestCtx, ThreadScope};
+use crate::exec::chain::Chain;
+use crate::exec::layers::Layers;
+use crate::exec::next::Backend;
+use crate::exec::request::{RequestCtx, ThreadScope};
+use crate::future::LocalBoxFuture;
 use crate::loom::lock;
-use crate::loom::sync::Mutex;
-use crate::middleware::LocalBoxFuture;
-use crate::next::Backend;
 use crate::panic::Cancelled;
 
 /// Admission control for held threads (see the module docs).
@@ -72,16 +72,10 @@ impl AdaptAdmission {
     }
 }
 
-/// The request-wide permit, kept in the request's context by the outermost
-/// held-thread segment.
-#[derive(Default)]
-pub(crate) struct PermitSlot(Mutex<Option<OwnedSemaphorePermit>>);
-
 pub(crate) struct ThreadSegmentFuture {
     chain: Arc<Chain>,
     seg: usize,
-    start: usize,
-    end: usize,
+    layers: Layers,
     rctx: Arc<RequestCtx>,
     /// Whether this segment took the request's permit (and must give it back).
     owns_permit: bool,
@@ -104,16 +98,14 @@ impl ThreadSegmentFuture {
     pub(crate) fn new(
         chain: Arc<Chain>,
         seg: usize,
-        start: usize,
-        end: usize,
+        layers: Layers,
         req: Request,
         rctx: Arc<RequestCtx>,
     ) -> Self {
         let mut this = ThreadSegmentFuture {
             chain,
             seg,
-            start,
-            end,
+            layers,
             rctx,
             owns_permit: false,
             state: State::Done,
@@ -139,7 +131,7 @@ impl ThreadSegmentFuture {
         let (link, async_end) = link::link();
         let chain = self.chain.clone();
         let rctx = self.rctx.clone();
-        let (start, end) = (self.start, self.end);
+        let Layers { start, end } = self.layers;
         let span = tracing::Span::current();
         let handle = tokio::runtime::Handle::try_current()
             .expect("suspendware: Adapt mode needs a tokio runtime; run the pipeline inside one");
@@ -155,7 +147,8 @@ impl ThreadSegmentFuture {
                 Ok(resp) => link.done(resp),
                 Err(p) if p.is::<Cancelled>() => {}
                 Err(p) => {
-                    let resp = crate::panic::to_response(&chain.panic_handler, "adapt thread", p);
+                    let resp =
+                        crate::exec::boundary::to_response(&chain.panic_handler, "adapt thread", p);
                     link.done(resp);
                 }
             }
@@ -200,7 +193,11 @@ impl Future for ThreadSegmentFuture {
                     let resp = out.unwrap_or_else(|| {
                         let p: Box<dyn std::any::Any + Send> =
                             Box::new("the Adapt-mode thread ended without a response");
-                        crate::panic::to_response(&this.chain.panic_handler, "adapt thread", p)
+                        crate::exec::boundary::to_response(
+                            &this.chain.panic_handler,
+                            "adapt thread",
+                            p,
+                        )
                     });
                     return Poll::Ready(resp);
                 }

@@ -8,8 +8,9 @@ use std::future::{pending, ready, Future, Pending, Ready};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
+use crate::exec::link::{link, AsyncEnd};
+use crate::handoff::Closed;
 use loom::thread;
-use suspendware::__loom::{link, AsyncEnd, Closed};
 
 /// Drives the async side to its end with `run` as the inner part.
 fn finish<F: Future<Output = u32> + Unpin>(

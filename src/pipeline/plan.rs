@@ -8,11 +8,13 @@
 //! or held thread) except in ThreadHop and Strict modes, where each hook hops.
 
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
-use crate::error::BuildError;
-use crate::middleware::Middleware;
-use crate::mode::{Exec, Mode};
+use crate::exec::layers::Layers;
+use crate::pipeline::error::BuildError;
+use crate::pipeline::middleware::Middleware;
+use crate::pipeline::mode::{Exec, Mode};
 
 /// What a layer is, for planning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,10 +44,10 @@ pub(crate) struct Entry {
 /// A step of a request's path through the chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Segment {
-    /// Layers `start..end`, sync, on one fiber.
-    Fiber { start: usize, end: usize },
-    /// Layers `start..end`, sync, on one held blocking-pool thread.
-    Thread { start: usize, end: usize },
+    /// These layers, sync, on one fiber.
+    Fiber(Layers),
+    /// These layers, sync, on one held blocking-pool thread.
+    Thread(Layers),
     /// The async layer at this index.
     Async(usize),
 }
@@ -122,8 +124,8 @@ fn segments(entries: &[Entry]) -> Vec<Segment> {
             i += 1;
         }
         out.push(match exec {
-            Exec::Fiber => Segment::Fiber { start, end: i },
-            _ => Segment::Thread { start, end: i },
+            Exec::Fiber => Segment::Fiber(Layers::new(start, i)),
+            _ => Segment::Thread(Layers::new(start, i)),
         });
     }
     out
@@ -142,8 +144,9 @@ pub struct Plan {
     /// Blocking-pool hops per request that reaches the view (hook hooks and
     /// sync views run in hop form), not counting `process_exception`.
     pub hops: usize,
-    /// Segments: `(first layer, last layer, execution)`.
-    pub segments: Vec<(usize, usize, Exec)>,
+    /// Segments: the indices of their layers (end exclusive) and how they
+    /// run.
+    pub segments: Vec<(Range<usize>, Exec)>,
 }
 
 impl Plan {
@@ -171,9 +174,9 @@ impl Plan {
         let segments = segs
             .iter()
             .map(|s| match *s {
-                Segment::Fiber { start, end } => (start, end - 1, Exec::Fiber),
-                Segment::Thread { start, end } => (start, end - 1, Exec::Thread),
-                Segment::Async(i) => (i, i, Exec::Async),
+                Segment::Fiber(l) => (l.range(), Exec::Fiber),
+                Segment::Thread(l) => (l.range(), Exec::Thread),
+                Segment::Async(i) => (i..i + 1, Exec::Async),
             })
             .collect();
         Plan {
@@ -194,9 +197,9 @@ impl Plan {
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "mode: {}", self.mode)?;
-        for (n, (first, last, exec)) in self.segments.iter().enumerate() {
+        for (n, (range, exec)) in self.segments.iter().enumerate() {
             writeln!(f, "segment {} ({exec}):", n + 1)?;
-            for (name, _) in &self.layers[*first..=*last] {
+            for (name, _) in &self.layers[range.clone()] {
                 writeln!(f, "    {name}")?;
             }
         }

@@ -26,10 +26,10 @@ use std::time::Duration;
 
 use corosensei::stack::DefaultStack;
 
-use crate::error::StackError;
 use crate::loom::lock;
 use crate::loom::sync::atomic::{AtomicUsize, Ordering};
 use crate::loom::sync::Mutex;
+use crate::stack::StackError;
 use std::sync::Arc;
 
 /// Default usable size of a fiber stack: 256 KiB.
@@ -87,7 +87,7 @@ static PROCESS_STACKS: std::sync::atomic::AtomicUsize = std::sync::atomic::Atomi
 
 /// Counters, free list and limit of a pool, generic over the stack type so
 /// loom can model it with stand-in stacks.
-pub struct PoolCore<S> {
+pub(super) struct PoolCore<S> {
     free: Mutex<Vec<S>>,
     /// Stacks handed out and not yet released.
     in_use: AtomicUsize,
@@ -100,7 +100,7 @@ pub struct PoolCore<S> {
 
 /// Outcome of [`PoolCore::try_acquire`].
 #[derive(Debug)]
-pub enum TryAcquire<S> {
+pub(super) enum TryAcquire<S> {
     /// A stack from the free list.
     Reused(S),
     /// A slot was reserved but the free list was empty: the caller must
@@ -113,7 +113,7 @@ pub enum TryAcquire<S> {
 
 impl<S> PoolCore<S> {
     /// A pool core allowing `max` stacks in use.
-    pub fn new(max: usize) -> Self {
+    pub(super) fn new(max: usize) -> Self {
         PoolCore {
             free: Mutex::new(Vec::new()),
             in_use: AtomicUsize::new(0),
@@ -124,7 +124,7 @@ impl<S> PoolCore<S> {
     }
 
     /// Reserves an in-use slot, then takes a free stack if there is one.
-    pub fn try_acquire(&self) -> TryAcquire<S> {
+    pub(super) fn try_acquire(&self) -> TryAcquire<S> {
         // SeqCst: pairs with `release`/`add_waiter` (see `release`).
         let mut cur = self.in_use.load(Ordering::SeqCst);
         loop {
@@ -148,14 +148,14 @@ impl<S> PoolCore<S> {
     }
 
     /// Records that the caller allocated a stack for its reserved slot.
-    pub fn allocated(&self) {
+    pub(super) fn allocated(&self) {
         self.allocated.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Gives back a slot reserved by `try_acquire` whose allocation failed.
     /// Returns whether a waiter should be woken.
     #[must_use]
-    pub fn cancel_slot(&self) -> bool {
+    pub(super) fn cancel_slot(&self) -> bool {
         self.in_use.fetch_sub(1, Ordering::SeqCst);
         self.waiters.load(Ordering::SeqCst) > 0
     }
@@ -170,24 +170,24 @@ impl<S> PoolCore<S> {
     /// Reading `waiters` first would lose that wake-up (the loom model
     /// `pool_release_wakes_waiter` catches it).
     #[must_use]
-    pub fn release(&self, stack: S) -> bool {
+    pub(super) fn release(&self, stack: S) -> bool {
         lock(&self.free).push(stack);
         self.in_use.fetch_sub(1, Ordering::SeqCst);
         self.waiters.load(Ordering::SeqCst) > 0
     }
 
     /// Registers a waiter (before its retry of `try_acquire`).
-    pub fn add_waiter(&self) {
+    pub(super) fn add_waiter(&self) {
         self.waiters.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Unregisters a waiter.
-    pub fn remove_waiter(&self) {
+    pub(super) fn remove_waiter(&self) {
         self.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Drops every free stack (they are unmapped); returns how many.
-    pub fn trim(&self) -> usize {
+    pub(super) fn trim(&self) -> usize {
         let drained: Vec<S> = lock(&self.free).drain(..).collect();
         let n = drained.len();
         self.allocated.fetch_sub(n, Ordering::Relaxed);
@@ -195,7 +195,7 @@ impl<S> PoolCore<S> {
     }
 
     /// Current counters.
-    pub fn stats(&self) -> PoolStats {
+    pub(super) fn stats(&self) -> PoolStats {
         PoolStats {
             in_use: self.in_use.load(Ordering::SeqCst),
             idle: lock(&self.free).len(),

@@ -1,0 +1,85 @@
+//! The per-request context: state shared by every segment of one request,
+//! and how sync code finds the request it runs for (through the running
+//! fiber, or the thread-local a held thread or hop sets).
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::loom::sync::Mutex;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::fiber_locals::FiberLocals;
+
+/// A request-local's value; `None` while lent out.
+pub(crate) type Slot = Option<Box<dyn Any + Send>>;
+
+/// Adapt mode's admission permit, taken before a request's first held
+/// thread and kept until the request ends (`thread_segment.rs`).
+#[derive(Default)]
+pub(crate) struct PermitSlot(pub(crate) Mutex<Option<OwnedSemaphorePermit>>);
+
+/// Per-request state shared by every segment of one request.
+#[derive(Default)]
+pub(crate) struct RequestCtx {
+    /// Values of `RequestLocal`s, keyed by the address of the `static`.
+    /// `None` while the value is lent out to a `with` closure (the lock is
+    /// never held while user code runs).
+    pub(crate) locals: Mutex<Vec<(usize, Slot)>>,
+    /// Adapt-mode admission permit held for the whole request.
+    pub(crate) permit: PermitSlot,
+}
+
+impl RequestCtx {
+    pub(crate) fn new() -> Arc<RequestCtx> {
+        Arc::new(RequestCtx::default())
+    }
+}
+
+impl fmt::Debug for RequestCtx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RequestCtx")
+    }
+}
+
+thread_local! {
+    /// The request whose sync code runs on this (non-fiber) thread: set by
+    /// Adapt-mode thread segments and ThreadHop hops.
+    static THREAD_REQUEST: RefCell<Option<Arc<RequestCtx>>> = const { RefCell::new(None) };
+}
+
+/// Marks the current thread as running `ctx`'s sync code until dropped.
+pub(crate) struct ThreadScope {
+    prev: Option<Arc<RequestCtx>>,
+}
+
+impl ThreadScope {
+    pub(crate) fn enter(ctx: Arc<RequestCtx>) -> ThreadScope {
+        ThreadScope {
+            prev: THREAD_REQUEST.with(|c| c.replace(Some(ctx))),
+        }
+    }
+}
+
+impl Drop for ThreadScope {
+    fn drop(&mut self) {
+        let prev = self.prev.take();
+        THREAD_REQUEST.with(|c| *c.borrow_mut() = prev);
+    }
+}
+
+/// Whether this thread is held for a request's sync code (an Adapt thread
+/// or a hop), where blocking is allowed. Callers check for a fiber first: on
+/// a fiber this thread-local belongs to whatever ran the fiber's driver.
+pub(crate) fn on_held_thread() -> bool {
+    THREAD_REQUEST.with(|c| c.borrow().is_some())
+}
+
+/// The request whose sync code runs here (fiber, held thread or hop).
+pub(crate) fn current() -> Option<Arc<RequestCtx>> {
+    if let Some(Some(ctx)) = FiberLocals::with(|f| f.request().cloned()) {
+        return Some(ctx);
+    }
+    THREAD_REQUEST.with(|c| c.borrow().clone())
+}
