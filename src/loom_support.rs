@@ -12,7 +12,7 @@ use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 
 /// A waker that counts its wake-ups.
-pub(crate) struct CountingWaker(AtomicUsize);
+pub(crate) struct CountingWaker(pub(crate) AtomicUsize);
 
 impl Wake for CountingWaker {
     fn wake(self: std::sync::Arc<Self>) {

@@ -36,8 +36,8 @@ mod loom_models;
 /// Entry points for the loom models (`loom_models.rs`).
 #[cfg(loom)]
 pub(crate) mod model {
-    pub use super::serve::WorkerLoop;
-    pub use super::worker::{Job, WorkerReport};
+    pub(crate) use super::serve::WorkerLoop;
+    pub(crate) use super::worker::{Job, WorkerReport};
     use super::RuntimeHandle;
 
     /// A runtime with `workers` workers whose loops are returned instead of

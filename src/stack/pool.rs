@@ -87,7 +87,7 @@ static PROCESS_STACKS: std::sync::atomic::AtomicUsize = std::sync::atomic::Atomi
 
 /// Counters, free list and limit of a pool, generic over the stack type so
 /// loom can model it with stand-in stacks.
-pub(super) struct PoolCore<S> {
+pub(crate) struct PoolCore<S> {
     free: Mutex<Vec<S>>,
     /// Stacks handed out and not yet released.
     in_use: AtomicUsize,
@@ -100,7 +100,7 @@ pub(super) struct PoolCore<S> {
 
 /// Outcome of [`PoolCore::try_acquire`].
 #[derive(Debug)]
-pub(super) enum TryAcquire<S> {
+pub(crate) enum TryAcquire<S> {
     /// A stack from the free list.
     Reused(S),
     /// A slot was reserved but the free list was empty: the caller must
