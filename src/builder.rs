@@ -20,6 +20,7 @@ use crate::stack_pool::{
     default_stack_budget, StackPool, DEFAULT_STACK_SIZE, DEFAULT_STACK_WAIT, MIN_STACK_SIZE,
 };
 use crate::thread::segment::AdaptAdmission;
+use crate::watchdog::Watchdog;
 
 /// Default watchdog threshold: a fiber running this long without suspending
 /// is reported.
@@ -200,8 +201,17 @@ impl PipelineBuilder {
     }
 
     /// Warn (through `tracing`) when a fiber runs longer than `threshold`
-    /// without suspending (default 10 ms); `None` turns the check off. The
-    /// check reads a coarse clock (vDSO, no system call) around each resume.
+    /// without suspending (default 10 ms), and count it in
+    /// [`Pipeline::stall_stats`]; `None` turns both off.
+    ///
+    /// Only time the thread was blocked or computing counts: time it was
+    /// runnable but waiting for a CPU (read from
+    /// `/proc/thread-self/schedstat` when the wall time tripped) is
+    /// subtracted, so a busy machine does not get innocent layers blamed.
+    /// Around each resume the check reads a coarse clock (vDSO, no system
+    /// call); the thread's schedstat snapshot is refreshed at most once per
+    /// `threshold / 4` (at least 1 ms). Keep the threshold above the coarse
+    /// clock's resolution (1–4 ms).
     pub fn watchdog(mut self, threshold: Option<Duration>) -> Self {
         self.watchdog = threshold;
         self
@@ -261,6 +271,7 @@ impl PipelineBuilder {
             );
         }
         let plan = Plan::of(self.mode, &entries, &segments);
+        let watchdog = self.watchdog.map(|t| Watchdog::new(t, entries.len()));
         let chain = Chain {
             mode: self.mode,
             entries,
@@ -268,7 +279,7 @@ impl PipelineBuilder {
             plan,
             pool,
             panic_handler: self.panic_handler,
-            watchdog: self.watchdog,
+            watchdog,
             adapt,
         };
         Ok(Pipeline::from_chain(Arc::new(chain)))

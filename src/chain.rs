@@ -13,7 +13,6 @@
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::StatusCode;
 use tracing::Span;
@@ -29,6 +28,7 @@ use crate::panic::{catch_sync, to_response, CatchPanic, PanicHandler};
 use crate::plan::{Entry, Plan, Segment};
 use crate::stack_pool::StackPool;
 use crate::thread::segment::{AdaptAdmission, ThreadSegmentFuture};
+use crate::watchdog::Watchdog;
 
 /// Everything a request needs, shared by all requests of a pipeline.
 pub(crate) struct Chain {
@@ -38,8 +38,9 @@ pub(crate) struct Chain {
     pub(crate) plan: Plan,
     pub(crate) pool: StackPool,
     pub(crate) panic_handler: PanicHandler,
-    /// Warn when a fiber runs this long without suspending.
-    pub(crate) watchdog: Option<Duration>,
+    /// Warns about (and counts) fibers that run too long without
+    /// suspending; `None` when turned off.
+    pub(crate) watchdog: Option<Watchdog>,
     pub(crate) adapt: AdaptAdmission,
 }
 

@@ -75,6 +75,7 @@ mod thread;
 #[cfg(feature = "tower")]
 mod tower;
 mod trace;
+mod watchdog;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
@@ -113,6 +114,7 @@ pub use stack_pool::{
 #[cfg(feature = "tower")]
 pub use tower::{BoxError, CollectResponse, RuntimeService, SuspendLayer, DEFAULT_BODY_LIMIT};
 pub use trace::{enter_span, SpanGuard};
+pub use watchdog::StallStats;
 
 /// Crate internals for the loom models in `tests/loom.rs`; exists only when
 /// built with `RUSTFLAGS="--cfg loom"`. Not an API.
