@@ -17,7 +17,8 @@ use crate::panic::{default_panic_handler, PanicHandler, PanicInfo};
 use crate::pipeline::Pipeline;
 use crate::plan::{plan, Entry, Kind, Plan, Segment};
 use crate::stack_pool::{
-    default_stack_budget, StackPool, DEFAULT_STACK_SIZE, DEFAULT_STACK_WAIT, MIN_STACK_SIZE,
+    default_stack_budget, StackPool, DEFAULT_STACK_HOT_SET, DEFAULT_STACK_IDLE_TIMEOUT,
+    DEFAULT_STACK_SIZE, DEFAULT_STACK_WAIT, MIN_STACK_SIZE,
 };
 use crate::thread::segment::AdaptAdmission;
 use crate::watchdog::Watchdog;
@@ -40,6 +41,8 @@ pub struct PipelineBuilder {
     stack_size: usize,
     max_stacks: Option<usize>,
     stack_wait: Duration,
+    stack_idle_timeout: Option<Duration>,
+    stack_hot_set: usize,
     pool: Option<StackPool>,
     panic_handler: PanicHandler,
     watchdog: Option<Duration>,
@@ -56,6 +59,8 @@ impl Default for PipelineBuilder {
             stack_size: DEFAULT_STACK_SIZE,
             max_stacks: None,
             stack_wait: DEFAULT_STACK_WAIT,
+            stack_idle_timeout: Some(DEFAULT_STACK_IDLE_TIMEOUT),
+            stack_hot_set: DEFAULT_STACK_HOT_SET,
             pool: None,
             panic_handler: default_panic_handler(),
             watchdog: Some(DEFAULT_WATCHDOG),
@@ -80,6 +85,8 @@ impl fmt::Debug for PipelineBuilder {
             .field("stack_size", &self.stack_size)
             .field("max_stacks", &self.max_stacks)
             .field("stack_wait", &self.stack_wait)
+            .field("stack_idle_timeout", &self.stack_idle_timeout)
+            .field("stack_hot_set", &self.stack_hot_set)
             .finish()
     }
 }
@@ -184,8 +191,29 @@ impl PipelineBuilder {
         self
     }
 
+    /// After a burst, unmap free stacks idle this long (default 10 s,
+    /// [`crate::DEFAULT_STACK_IDLE_TIMEOUT`]), keeping the
+    /// [`stack_hot_set`](Self::stack_hot_set) most recently used; `None`
+    /// keeps every stack the pool ever made. A process-wide background
+    /// thread does it, so an idle server gives the memory and maps back too
+    /// (at most `timeout` + min(`timeout` / 4, 1 s) after a stack's last
+    /// use).
+    pub fn stack_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.stack_idle_timeout = timeout;
+        self
+    }
+
+    /// How many of the most recently used free stacks trimming keeps
+    /// (default 16, [`crate::DEFAULT_STACK_HOT_SET`]): warm for the next
+    /// requests.
+    pub fn stack_hot_set(mut self, n: usize) -> Self {
+        self.stack_hot_set = n;
+        self
+    }
+
     /// Uses (and shares) an existing pool instead of making one; overrides
-    /// `stack_size`, `max_stacks` and `stack_wait`.
+    /// `stack_size`, `max_stacks`, `stack_wait`, `stack_idle_timeout` and
+    /// `stack_hot_set`.
     pub fn stack_pool(mut self, pool: StackPool) -> Self {
         self.pool = Some(pool);
         self
@@ -247,7 +275,13 @@ impl PipelineBuilder {
                 if max == 0 {
                     return Err(BuildError::NoStacks);
                 }
-                StackPool::new(self.stack_size, max, self.stack_wait)
+                StackPool::with_trim(
+                    self.stack_size,
+                    max,
+                    self.stack_wait,
+                    self.stack_idle_timeout,
+                    self.stack_hot_set,
+                )
             }
         };
         let held = segments

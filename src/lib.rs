@@ -71,6 +71,7 @@ mod runtime;
 #[cfg(all(feature = "server", not(loom)))]
 mod server;
 mod stack_pool;
+mod stack_trim;
 mod thread;
 #[cfg(feature = "tower")]
 mod tower;
@@ -108,8 +109,8 @@ pub use runtime::{
 #[cfg(all(feature = "server", not(loom)))]
 pub use server::{Server, ServerBuilder, ServerError, ServerReport, ServerStats};
 pub use stack_pool::{
-    default_stack_budget, max_map_count, PoolStats, StackPool, DEFAULT_STACK_SIZE,
-    DEFAULT_STACK_WAIT, MIN_STACK_SIZE,
+    default_stack_budget, max_map_count, PoolStats, StackPool, DEFAULT_STACK_HOT_SET,
+    DEFAULT_STACK_IDLE_TIMEOUT, DEFAULT_STACK_SIZE, DEFAULT_STACK_WAIT, MIN_STACK_SIZE,
 };
 #[cfg(feature = "tower")]
 pub use tower::{BoxError, CollectResponse, RuntimeService, SuspendLayer, DEFAULT_BODY_LIMIT};
