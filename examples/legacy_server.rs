@@ -114,5 +114,28 @@ fn main() -> ExitCode {
         cancelled = report.stats.cancelled,
         "stopped"
     );
+    log_stalls(&pipelines);
     ExitCode::SUCCESS
+}
+
+/// Logs the watchdog's stall counts, summed by layer over the workers'
+/// pipelines (nothing when no fiber stalled).
+fn log_stalls(pipelines: &[suspendware::Pipeline]) {
+    let mut by_layer: std::collections::BTreeMap<String, (u64, Duration, Duration)> =
+        Default::default();
+    for s in pipelines.iter().flat_map(|p| p.stall_stats()) {
+        let e = by_layer.entry(s.layer).or_default();
+        e.0 += s.count;
+        e.1 += s.total;
+        e.2 = e.2.max(s.worst);
+    }
+    for (layer, (count, total, worst)) in by_layer {
+        tracing::warn!(
+            layer = %layer,
+            count,
+            total_ms = total.as_millis() as u64,
+            worst_ms = worst.as_millis() as u64,
+            "watchdog: sync code blocked its thread"
+        );
+    }
 }

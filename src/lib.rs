@@ -111,6 +111,7 @@ pub use bridge::local::{NoRequest, RequestLocal};
 pub use bridge::span::{enter_span, SpanGuard};
 pub use bridge::{blocking, wait};
 pub use exec::next::{AsyncNext, Next};
+pub use exec::watchdog::StallStats;
 pub use future::LocalBoxFuture;
 pub use pipeline::builder::PipelineBuilder;
 pub use pipeline::error::BuildError;

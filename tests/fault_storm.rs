@@ -375,7 +375,7 @@ fn cancel_storm_pipeline(
         .sync(named("blocker", move |req: Request, next: &mut Next| {
             let _g = Guard::new(&c1);
             let id = id_of(&req);
-            if id % 2 == 0 {
+            if id.is_multiple_of(2) {
                 let (c, gate) = (c1.clone(), gate.clone());
                 c1.suspended.fetch_add(1, Ordering::SeqCst);
                 let p = blocking(move || {
@@ -446,7 +446,7 @@ fn cancellation_storm() {
     let gate = Arc::new(Gate::default());
     let (open_views, views) = tokio::sync::watch::channel(false);
     let pipeline = cancel_storm_pipeline(&counters, &gate, views);
-    let cancelled = |id: u64| (id / 2) % 2 == 0; // 0,1 cancelled; 2,3 live; ...
+    let cancelled = |id: u64| (id / 2).is_multiple_of(2); // 0,1 cancelled; 2,3 live; ...
     let rt = runtime(16);
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async {

@@ -29,7 +29,7 @@ fn pipeline(blocking_calls: &Arc<AtomicUsize>) -> Pipeline {
         .sync(move |req: Request, next: &mut Next| {
             let id: u64 = req.headers()["x-id"].to_str().unwrap().parse().unwrap();
             wait(tokio::task::yield_now());
-            if id % 16 == 0 {
+            if id.is_multiple_of(16) {
                 let calls = calls.clone();
                 let v = blocking(move || {
                     calls.fetch_add(1, Ordering::Relaxed);

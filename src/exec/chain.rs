@@ -13,7 +13,6 @@
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::StatusCode;
 
@@ -25,6 +24,7 @@ use crate::exec::fiber_segment::FiberSegmentFuture;
 use crate::exec::next::{AsyncNext, Backend, Next};
 use crate::exec::request::RequestCtx;
 use crate::exec::thread_segment::{AdaptAdmission, ThreadSegmentFuture};
+use crate::exec::watchdog::Watchdog;
 use crate::future::LocalBoxFuture;
 use crate::panic::PanicHandler;
 use crate::pipeline::mode::Mode;
@@ -39,8 +39,9 @@ pub(crate) struct Chain {
     pub(crate) plan: Plan,
     pub(crate) pool: StackPool,
     pub(crate) panic_handler: PanicHandler,
-    /// Warn when a fiber runs this long without suspending.
-    pub(crate) watchdog: Option<Duration>,
+    /// Warns about (and counts) fibers that run too long without
+    /// suspending; `None` when turned off.
+    pub(crate) watchdog: Option<Watchdog>,
     pub(crate) adapt: AdaptAdmission,
 }
 

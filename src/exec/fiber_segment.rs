@@ -25,9 +25,9 @@ use corosensei::stack::DefaultStack;
 use http::StatusCode;
 
 use crate::body::{Request, Response};
-use crate::coro::{coarse_now_ns, Cancel, Step};
+use crate::coro::{Cancel, Step};
 use crate::exec::chain::Chain;
-use crate::exec::fiber_locals::{last_stop, FiberLocals, RequestFiber, Resumed, Suspend};
+use crate::exec::fiber_locals::{FiberLocals, RequestFiber, Resumed, Suspend};
 use crate::exec::layers::Layers;
 use crate::exec::next::Backend;
 use crate::exec::request::RequestCtx;
@@ -151,12 +151,12 @@ impl Future for FiberSegmentFuture {
                         },
                         None => Resumed::Poll,
                     };
-                    let t0 = this.chain.watchdog.map(|_| coarse_now_ns());
+                    let t0 = this.chain.watchdog.as_ref().map(|w| w.start());
                     let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         fiber.resume(cx.waker(), input)
                     }));
-                    if let (Some(limit), Some(t0)) = (this.chain.watchdog, t0) {
-                        watchdog_check(&this.chain, this.layers, limit, t0);
+                    if let (Some(w), Some(t0)) = (&this.chain.watchdog, t0) {
+                        w.check(&this.chain, this.layers, t0);
                     }
                     match step {
                         Ok(Step::Suspended(Suspend::Pending)) => return Poll::Pending,
@@ -194,41 +194,6 @@ impl Future for FiberSegmentFuture {
                 State::Done => panic!("FiberSegmentFuture polled after completion"),
             }
         }
-    }
-}
-
-/// Warns when the fiber just ran longer than `limit` without suspending:
-/// sync code is blocking the thread (and every request on it). The fix is
-/// `suspendware::blocking(..)` for blocking I/O or `suspendware::wait(..)`
-/// for async work — the analogue of Django's `SynchronousOnlyOperation`.
-#[cold]
-fn watchdog_slow(chain: &Chain, layers: Layers, elapsed_ms: u64) {
-    let layer = last_stop();
-    // The layer that was running when the fiber stopped; if the fiber
-    // returned, any layer of the segment may have been the slow one.
-    let name = if layers.contains(layer) {
-        chain.name(layer).to_owned()
-    } else {
-        layers
-            .range()
-            .map(|i| chain.name(i))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    tracing::warn!(
-        middleware = %name,
-        elapsed_ms,
-        "sync code ran {elapsed_ms} ms on a fiber without suspending, blocking every request on \
-         this thread; wrap blocking calls in suspendware::blocking(..) or await async work with \
-         suspendware::wait(..)"
-    );
-}
-
-#[inline]
-fn watchdog_check(chain: &Chain, layers: Layers, limit: std::time::Duration, t0: u64) {
-    let elapsed = coarse_now_ns().saturating_sub(t0);
-    if elapsed > limit.as_nanos() as u64 {
-        watchdog_slow(chain, layers, elapsed / 1_000_000);
     }
 }
 

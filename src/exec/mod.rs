@@ -30,3 +30,4 @@ pub(crate) mod next;
 pub(crate) mod request;
 pub(crate) mod stage;
 pub(crate) mod thread_segment;
+pub(crate) mod watchdog;

@@ -8,6 +8,7 @@ use crate::body::Response;
 use crate::exec::chain::Chain;
 use crate::exec::stage::{AsyncOnly, AsyncViewStage, SyncOnly, SyncViewStage};
 use crate::exec::thread_segment::AdaptAdmission;
+use crate::exec::watchdog::Watchdog;
 use crate::panic::{default_panic_handler, PanicHandler, PanicInfo};
 use crate::pipeline::error::BuildError;
 use crate::pipeline::hooks::{HookMiddleware, HookStage, ViewHooks};
@@ -16,7 +17,8 @@ use crate::pipeline::mode::{Exec, Mode};
 use crate::pipeline::plan::{plan, Entry, Kind, Plan, Segment};
 use crate::pipeline::Pipeline;
 use crate::stack::{
-    default_stack_budget, StackPool, DEFAULT_STACK_SIZE, DEFAULT_STACK_WAIT, MIN_STACK_SIZE,
+    default_stack_budget, StackPool, DEFAULT_STACK_HOT_SET, DEFAULT_STACK_IDLE_TIMEOUT,
+    DEFAULT_STACK_SIZE, DEFAULT_STACK_WAIT, MIN_STACK_SIZE,
 };
 
 /// Builds a [`Pipeline`]. Layers are listed outermost first, like Django's
@@ -29,6 +31,8 @@ pub struct PipelineBuilder {
     stack_size: usize,
     max_stacks: Option<usize>,
     stack_wait: Duration,
+    stack_idle_timeout: Option<Duration>,
+    stack_hot_set: usize,
     pool: Option<StackPool>,
     panic_handler: PanicHandler,
     watchdog: Option<Duration>,
@@ -45,6 +49,8 @@ impl Default for PipelineBuilder {
             stack_size: DEFAULT_STACK_SIZE,
             max_stacks: None,
             stack_wait: DEFAULT_STACK_WAIT,
+            stack_idle_timeout: Some(DEFAULT_STACK_IDLE_TIMEOUT),
+            stack_hot_set: DEFAULT_STACK_HOT_SET,
             pool: None,
             panic_handler: default_panic_handler(),
             watchdog: Some(Self::DEFAULT_WATCHDOG),
@@ -69,6 +75,8 @@ impl fmt::Debug for PipelineBuilder {
             .field("stack_size", &self.stack_size)
             .field("max_stacks", &self.max_stacks)
             .field("stack_wait", &self.stack_wait)
+            .field("stack_idle_timeout", &self.stack_idle_timeout)
+            .field("stack_hot_set", &self.stack_hot_set)
             .finish()
     }
 }
@@ -184,8 +192,29 @@ impl PipelineBuilder {
         self
     }
 
+    /// After a burst, unmap free stacks idle this long (default 10 s,
+    /// [`crate::DEFAULT_STACK_IDLE_TIMEOUT`]), keeping the
+    /// [`stack_hot_set`](Self::stack_hot_set) most recently used; `None`
+    /// keeps every stack the pool ever made. A process-wide background
+    /// thread does it, so an idle server gives the memory and maps back too
+    /// (at most `timeout` + min(`timeout` / 4, 1 s) after a stack's last
+    /// use).
+    pub fn stack_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.stack_idle_timeout = timeout;
+        self
+    }
+
+    /// How many of the most recently used free stacks trimming keeps
+    /// (default 16, [`crate::DEFAULT_STACK_HOT_SET`]): warm for the next
+    /// requests.
+    pub fn stack_hot_set(mut self, n: usize) -> Self {
+        self.stack_hot_set = n;
+        self
+    }
+
     /// Uses (and shares) an existing pool instead of making one; overrides
-    /// `stack_size`, `max_stacks` and `stack_wait`.
+    /// `stack_size`, `max_stacks`, `stack_wait`, `stack_idle_timeout` and
+    /// `stack_hot_set`.
     pub fn stack_pool(mut self, pool: StackPool) -> Self {
         self.pool = Some(pool);
         self
@@ -201,8 +230,17 @@ impl PipelineBuilder {
     }
 
     /// Warn (through `tracing`) when a fiber runs longer than `threshold`
-    /// without suspending (default 10 ms); `None` turns the check off. The
-    /// check reads a coarse clock (vDSO, no system call) around each resume.
+    /// without suspending (default 10 ms), and count it in
+    /// [`Pipeline::stall_stats`]; `None` turns both off.
+    ///
+    /// Only time the thread was blocked or computing counts: time it was
+    /// runnable but waiting for a CPU (read from
+    /// `/proc/thread-self/schedstat` when the wall time tripped) is
+    /// subtracted, so a busy machine does not get innocent layers blamed.
+    /// Around each resume the check reads a coarse clock (vDSO, no system
+    /// call); the thread's schedstat snapshot is refreshed at most once per
+    /// `threshold / 4` (at least 1 ms). Keep the threshold above the coarse
+    /// clock's resolution (1–4 ms).
     pub fn watchdog(mut self, threshold: Option<Duration>) -> Self {
         self.watchdog = threshold;
         self
@@ -238,7 +276,13 @@ impl PipelineBuilder {
                 if max == 0 {
                     return Err(BuildError::NoStacks);
                 }
-                StackPool::new(self.stack_size, max, self.stack_wait)
+                StackPool::with_trim(
+                    self.stack_size,
+                    max,
+                    self.stack_wait,
+                    self.stack_idle_timeout,
+                    self.stack_hot_set,
+                )
             }
         };
         let held = segments
@@ -262,6 +306,7 @@ impl PipelineBuilder {
             );
         }
         let plan = Plan::of(self.mode, &entries, &segments);
+        let watchdog = self.watchdog.map(|t| Watchdog::new(t, entries.len()));
         let chain = Chain {
             mode: self.mode,
             entries,
@@ -269,7 +314,7 @@ impl PipelineBuilder {
             plan,
             pool,
             panic_handler: self.panic_handler,
-            watchdog: self.watchdog,
+            watchdog,
             adapt,
         };
         Ok(Pipeline::from_chain(Arc::new(chain)))

@@ -22,6 +22,7 @@ use tracing::Instrument;
 use crate::body::{Request, Response};
 use crate::exec::chain::Chain;
 use crate::exec::request::RequestCtx;
+use crate::exec::watchdog::StallStats;
 use crate::future::LocalBoxFuture;
 use crate::pipeline::builder::PipelineBuilder;
 use crate::pipeline::mode::Mode;
@@ -65,6 +66,23 @@ impl Pipeline {
     /// Counters of the pipeline's stack pool.
     pub fn stack_stats(&self) -> PoolStats {
         self.chain.pool.stats()
+    }
+
+    /// Stalls counted by the watchdog, one entry per layer that stalled
+    /// (layers outermost first, then any "one of these layers" entries of
+    /// fibers that returned without suspending; see [`StallStats::layer`]).
+    ///
+    /// A stall is what the watchdog warns about: a fiber that ran longer
+    /// than the threshold ([`PipelineBuilder::watchdog`]) without
+    /// suspending, not counting time its thread waited for a CPU. Empty
+    /// when the watchdog is off. The hot path stays free of system calls:
+    /// counters are only touched when a stall is found.
+    pub fn stall_stats(&self) -> Vec<StallStats> {
+        self.chain
+            .watchdog
+            .as_ref()
+            .map(|w| w.stats(&self.chain))
+            .unwrap_or_default()
     }
 
     /// The pipeline's stack pool.

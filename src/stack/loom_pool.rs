@@ -242,3 +242,53 @@ fn pool_two_waiters_one_release() {
 }
 
 // ------------------------------------------------ queue, runtime, Adapt
+/// The trimmer takes idle stacks out of the free list while a request
+/// acquires and releases: a stack is either trimmed (and never handed
+/// out again) or handed out (and never trimmed while held); the counters
+/// stay consistent (`allocated` = free + held, lowered under the free
+/// list's lock so `stats` never sees a trimmed stack as missing); a
+/// waiter's wake-up rule is unaffected (trimming frees no slot).
+///
+/// Stand-in stacks are ids; "idle long enough" is every free stack
+/// (`now = u64::MAX`, `idle_ns = 0`), so the race is all that varies.
+#[test]
+fn pool_trim_vs_acquire() {
+    loom::model(|| {
+        let core = core_with_history(2);
+        let ids = Arc::new(AtomicUsize::new(0));
+        // Two stacks exist, both free.
+        let a = take(&core, &ids).unwrap();
+        let b = take(&core, &ids).unwrap();
+        let _ = core.release(a);
+        let _ = core.release(b);
+        let trimmer = {
+            let core = core.clone();
+            thread::spawn(move || {
+                let gone = core.trim_idle(u64::MAX, 0, 0);
+                let s = core.stats();
+                assert!(s.idle <= s.allocated, "stats saw a trimmed stack: {s:?}");
+                gone
+            })
+        };
+        // The request.
+        let held = take(&core, &ids).expect("two slots, none in use");
+        let s = core.stats();
+        assert!(s.in_use == 1 && s.idle <= s.allocated, "{s:?}");
+        let gone = trimmer.join().unwrap();
+        assert!(!gone.contains(&held), "stack {held} trimmed while in use");
+        let _ = core.release(held);
+        let s = core.stats();
+        assert!(s.is_whole(), "{s:?}");
+        // Every stack ever made is either trimmed or free, once.
+        let made = ids.load(Ordering::SeqCst);
+        assert_eq!(s.allocated + gone.len(), made, "{s:?}, trimmed {gone:?}");
+        let mut all: Vec<usize> = core.trim_idle(u64::MAX, 0, 0);
+        all.extend(gone);
+        all.sort_unstable();
+        assert_eq!(
+            all,
+            (0..made).collect::<Vec<_>>(),
+            "a stack lost or duplicated"
+        );
+    });
+}

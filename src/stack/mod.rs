@@ -10,11 +10,12 @@ mod error;
 #[cfg(all(test, loom))]
 mod loom_pool;
 mod pool;
+mod trim;
 
 pub use error::StackError;
 pub use pool::{
-    default_stack_budget, max_map_count, PoolStats, StackPool, DEFAULT_STACK_SIZE,
-    DEFAULT_STACK_WAIT, MIN_STACK_SIZE,
+    default_stack_budget, max_map_count, PoolStats, StackPool, DEFAULT_STACK_HOT_SET,
+    DEFAULT_STACK_IDLE_TIMEOUT, DEFAULT_STACK_SIZE, DEFAULT_STACK_WAIT, MIN_STACK_SIZE,
 };
 #[cfg(loom)]
 pub(crate) use pool::{PoolCore, TryAcquire};

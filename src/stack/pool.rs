@@ -17,6 +17,14 @@
 //! When `max_stacks` stacks are in use, a request waits (up to the pool's
 //! `wait` bound) for one to come back, and then is answered `503`.
 //!
+//! After a burst, the free list would keep every stack the burst made (two
+//! maps and the touched pages each). Each free stack carries the coarse
+//! time it was released; the process-wide trimmer thread
+//! ([`crate::stack::trim`]) unmaps those idle for the pool's
+//! `idle_timeout`, beyond the `hot_set` most recently used ones. The free
+//! list is a stack (LIFO): requests take the warmest stack from the top,
+//! trimming takes the coldest from the bottom.
+//!
 //! The counters and free list use the crate's loom shim; `tests/loom.rs`
 //! models acquire/release/wake-up with the same code ([`PoolCore`]).
 
@@ -26,10 +34,11 @@ use std::time::Duration;
 
 use corosensei::stack::DefaultStack;
 
+use super::StackError;
+use crate::coro::coarse_now_ns;
 use crate::loom::lock;
 use crate::loom::sync::atomic::{AtomicUsize, Ordering};
 use crate::loom::sync::Mutex;
-use crate::stack::StackError;
 use std::sync::Arc;
 
 /// Default usable size of a fiber stack: 256 KiB.
@@ -52,6 +61,17 @@ pub const MIN_STACK_SIZE: usize = 64 * 1024;
 
 /// Default time a request waits for a stack when the pool is exhausted.
 pub const DEFAULT_STACK_WAIT: Duration = Duration::from_secs(5);
+
+/// Default time a free stack may stay idle before it is unmapped: 10 s.
+///
+/// Long enough that steady traffic (which reuses the most recently freed
+/// stacks) never maps and unmaps stacks in a loop, short enough that an
+/// idle server gives a burst's memory and maps back within seconds.
+pub const DEFAULT_STACK_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default number of most recently used free stacks that are never
+/// trimmed: 16 (32 maps, their touched pages; warm for the next request).
+pub const DEFAULT_STACK_HOT_SET: usize = 16;
 
 /// Map entries left for everything else in the process (heap arenas, thread
 /// stacks, libraries, sockets' buffers): a quarter of the limit, at least
@@ -88,7 +108,11 @@ static PROCESS_STACKS: std::sync::atomic::AtomicUsize = std::sync::atomic::Atomi
 /// Counters, free list and limit of a pool, generic over the stack type so
 /// loom can model it with stand-in stacks.
 pub(crate) struct PoolCore<S> {
-    free: Mutex<Vec<S>>,
+    /// Free stacks with the coarse time (ns) each was released, most
+    /// recently released on top. Times are non-decreasing upwards except for
+    /// the few nanoseconds two releases may race; trimming only takes a
+    /// run of old entries from the bottom, so such a swap only delays it.
+    free: Mutex<Vec<(S, u64)>>,
     /// Stacks handed out and not yet released.
     in_use: AtomicUsize,
     /// Stacks that exist (in use + free).
@@ -142,7 +166,7 @@ impl<S> PoolCore<S> {
             }
         }
         match lock(&self.free).pop() {
-            Some(s) => TryAcquire::Reused(s),
+            Some((s, _)) => TryAcquire::Reused(s),
             None => TryAcquire::Allocate,
         }
     }
@@ -170,8 +194,14 @@ impl<S> PoolCore<S> {
     /// Reading `waiters` first would lose that wake-up (the loom model
     /// `pool_release_wakes_waiter` catches it).
     #[must_use]
-    pub(super) fn release(&self, stack: S) -> bool {
-        lock(&self.free).push(stack);
+    pub(crate) fn release(&self, stack: S) -> bool {
+        self.release_at(stack, coarse_now_ns())
+    }
+
+    /// [`PoolCore::release`] with the release time given (coarse ns).
+    #[must_use]
+    pub(crate) fn release_at(&self, stack: S, now: u64) -> bool {
+        lock(&self.free).push((stack, now));
         self.in_use.fetch_sub(1, Ordering::SeqCst);
         self.waiters.load(Ordering::SeqCst) > 0
     }
@@ -187,11 +217,29 @@ impl<S> PoolCore<S> {
     }
 
     /// Drops every free stack (they are unmapped); returns how many.
-    pub(super) fn trim(&self) -> usize {
-        let drained: Vec<S> = lock(&self.free).drain(..).collect();
-        let n = drained.len();
-        self.allocated.fetch_sub(n, Ordering::Relaxed);
-        n
+    pub(crate) fn trim(&self) -> usize {
+        self.trim_idle(u64::MAX, 0, 0).len()
+    }
+
+    /// Takes the free stacks released at least `idle_ns` before `now`,
+    /// beyond the `keep` most recently released, out of the pool and
+    /// returns them (coldest first) for the caller to drop outside the lock.
+    ///
+    /// Only free stacks are touched: a stack in use belongs to its fiber
+    /// and comes back through `release`. `allocated` is lowered under the
+    /// free list's lock, so `stats` (which reads both under it) never sees
+    /// a trimmed stack as missing. `in_use` and `waiters` are not touched:
+    /// trimming frees no slot, so it has no wake-up to give.
+    pub(crate) fn trim_idle(&self, now: u64, idle_ns: u64, keep: usize) -> Vec<S> {
+        let mut free = lock(&self.free);
+        let spare = free.len().saturating_sub(keep);
+        let cold = free[..spare]
+            .iter()
+            .take_while(|(_, at)| now.saturating_sub(*at) >= idle_ns)
+            .count();
+        let out: Vec<S> = free.drain(..cold).map(|(s, _)| s).collect();
+        self.allocated.fetch_sub(cold, Ordering::Relaxed);
+        out
     }
 
     /// Current counters.
@@ -247,11 +295,61 @@ pub struct StackPool {
     inner: Arc<PoolInner>,
 }
 
-struct PoolInner {
+pub(crate) struct PoolInner {
     core: PoolCore<DefaultStack>,
     stack_size: usize,
     wait: Duration,
     notify: tokio::sync::Notify,
+    /// Unmap free stacks idle this long (`None`: keep them).
+    idle_timeout: Option<Duration>,
+    /// Free stacks never trimmed (the most recently used).
+    hot_set: usize,
+}
+
+impl PoolInner {
+    /// Unmaps the stacks idle for `idle_timeout` beyond the hot set (the
+    /// munmaps run after the free list's lock is released); returns how
+    /// many.
+    fn trim_idle(&self) -> usize {
+        let Some(timeout) = self.idle_timeout else {
+            return 0;
+        };
+        let idle_ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+        let cold = self.core.trim_idle(coarse_now_ns(), idle_ns, self.hot_set);
+        let n = cold.len();
+        drop(cold);
+        // After the unmaps: the process-wide budget never counts a stack as
+        // gone while its maps still exist.
+        PROCESS_STACKS.fetch_sub(n, Ordering::Relaxed);
+        n
+    }
+}
+
+impl crate::stack::trim::Trim for PoolInner {
+    fn trim(&self) -> usize {
+        let n = self.trim_idle();
+        if n > 0 {
+            tracing::debug!(
+                unmapped = n,
+                kept = self.core.stats().idle,
+                "unmapped idle fiber stacks"
+            );
+        }
+        n
+    }
+
+    fn period(&self) -> Option<Duration> {
+        self.idle_timeout.map(crate::stack::trim::period_for)
+    }
+}
+
+impl Drop for PoolInner {
+    fn drop(&mut self) {
+        // The last handle is gone, so no stack is in use (each in-use stack's
+        // fiber holds a handle through its chain): the free list is all, and
+        // dropping it unmaps them. Give them back to the process budget.
+        PROCESS_STACKS.fetch_sub(self.core.trim(), Ordering::Relaxed);
+    }
 }
 
 impl fmt::Debug for StackPool {
@@ -259,6 +357,8 @@ impl fmt::Debug for StackPool {
         f.debug_struct("StackPool")
             .field("stack_size", &self.inner.stack_size)
             .field("wait", &self.inner.wait)
+            .field("idle_timeout", &self.inner.idle_timeout)
+            .field("hot_set", &self.inner.hot_set)
             .field("stats", &self.stats())
             .finish()
     }
@@ -268,15 +368,68 @@ impl StackPool {
     /// A pool of stacks of `stack_size` usable bytes, at most `max_stacks` in
     /// use at once; a request waits up to `wait` for a stack when all are in
     /// use (`Duration::ZERO`: answer 503 at once).
+    ///
+    /// Free stacks idle for [`DEFAULT_STACK_IDLE_TIMEOUT`] beyond the
+    /// [`DEFAULT_STACK_HOT_SET`] most recently used are unmapped (see
+    /// [`StackPool::with_trim`]).
     pub fn new(stack_size: usize, max_stacks: usize, wait: Duration) -> StackPool {
-        StackPool {
-            inner: Arc::new(PoolInner {
-                core: PoolCore::new(max_stacks.max(1)),
-                stack_size: stack_size.max(MIN_STACK_SIZE),
-                wait,
-                notify: tokio::sync::Notify::new(),
-            }),
+        StackPool::with_trim(
+            stack_size,
+            max_stacks,
+            wait,
+            Some(DEFAULT_STACK_IDLE_TIMEOUT),
+            DEFAULT_STACK_HOT_SET,
+        )
+    }
+
+    /// [`StackPool::new`] with its trimming policy: free stacks idle for
+    /// `idle_timeout` are unmapped (pages and maps go back to the system),
+    /// except the `hot_set` most recently used; `None` keeps every stack
+    /// until [`StackPool::trim`] or the pool's drop.
+    ///
+    /// Trimming runs on a process-wide background thread
+    /// (`suspendware-trim`), so it happens on an idle server too: a stack
+    /// is unmapped at most `idle_timeout` + min(`idle_timeout` / 4, 1 s)
+    /// after its last use. The thread holds pools weakly; a dropped pool is
+    /// forgotten.
+    pub fn with_trim(
+        stack_size: usize,
+        max_stacks: usize,
+        wait: Duration,
+        idle_timeout: Option<Duration>,
+        hot_set: usize,
+    ) -> StackPool {
+        let inner = Arc::new(PoolInner {
+            core: PoolCore::new(max_stacks.max(1)),
+            stack_size: stack_size.max(MIN_STACK_SIZE),
+            wait,
+            notify: tokio::sync::Notify::new(),
+            idle_timeout,
+            hot_set,
+        });
+        if idle_timeout.is_some() {
+            let weak: std::sync::Weak<PoolInner> = Arc::downgrade(&inner);
+            crate::stack::trim::register(weak);
         }
+        StackPool { inner }
+    }
+
+    /// How long a free stack may stay idle before it is unmapped (`None`:
+    /// never).
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.inner.idle_timeout
+    }
+
+    /// How many of the most recently used free stacks are never trimmed.
+    pub fn hot_set(&self) -> usize {
+        self.inner.hot_set
+    }
+
+    /// Unmaps the free stacks idle for the pool's `idle_timeout`, beyond its
+    /// hot set, now (the background thread does this on its own); returns
+    /// how many. Does nothing without an idle timeout.
+    pub fn trim_idle(&self) -> usize {
+        self.inner.trim_idle()
     }
 
     /// Usable bytes of each stack.
@@ -289,7 +442,8 @@ impl StackPool {
         self.inner.core.stats()
     }
 
-    /// Unmaps every idle stack (e.g. after a traffic peak); returns how many.
+    /// Unmaps every free stack, hot or not (e.g. after a traffic peak);
+    /// returns how many.
     pub fn trim(&self) -> usize {
         let n = self.inner.core.trim();
         PROCESS_STACKS.fetch_sub(n, Ordering::Relaxed);
@@ -384,5 +538,60 @@ struct WaiterGuard<'a, S>(&'a PoolCore<S>);
 impl<S> Drop for WaiterGuard<'_, S> {
     fn drop(&mut self) {
         self.0.remove_waiter();
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::{PoolCore, TryAcquire};
+
+    /// A core with stacks `0..n` released at times `times[i]` (in that
+    /// order, so stack `n - 1` is on top).
+    fn core_with(times: &[u64]) -> PoolCore<usize> {
+        let core = PoolCore::new(times.len());
+        for _ in times {
+            assert!(matches!(core.try_acquire(), TryAcquire::Allocate));
+            core.allocated();
+        }
+        for (id, &t) in times.iter().enumerate() {
+            let _ = core.release_at(id, t);
+        }
+        core
+    }
+
+    #[test]
+    fn trim_idle_takes_the_coldest_beyond_the_hot_set() {
+        let core = core_with(&[10, 20, 30, 40, 50]);
+        // Idle ≥ 25 at 60: stacks released at 10, 20, 30; keep 1 hot.
+        assert_eq!(core.trim_idle(60, 25, 1), vec![0, 1, 2]);
+        let s = core.stats();
+        assert_eq!((s.allocated, s.idle), (2, 2));
+        assert!(s.is_whole());
+        // The warmest stack is reused first.
+        assert!(matches!(core.try_acquire(), TryAcquire::Reused(4)));
+    }
+
+    #[test]
+    fn trim_idle_keeps_the_hot_set_even_when_cold() {
+        let core = core_with(&[1, 2, 3, 4]);
+        assert_eq!(core.trim_idle(1_000, 10, 3), vec![0]);
+        assert_eq!(core.trim_idle(1_000, 10, 3), Vec::<usize>::new());
+        assert_eq!(core.stats().allocated, 3);
+    }
+
+    #[test]
+    fn trim_idle_leaves_recent_stacks_and_in_use_ones() {
+        let core = core_with(&[100, 200]);
+        let TryAcquire::Reused(top) = core.try_acquire() else {
+            panic!("a free stack")
+        };
+        assert_eq!(top, 1);
+        // The free one is not idle long enough yet; the taken one is not free.
+        assert!(core.trim_idle(150, 100, 0).is_empty());
+        assert_eq!(core.trim_idle(250, 100, 0), vec![0]);
+        let s = core.stats();
+        assert_eq!((s.in_use, s.idle, s.allocated), (1, 0, 1));
+        let _ = core.release_at(top, 300);
+        assert!(core.stats().is_whole());
     }
 }
