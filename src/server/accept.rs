@@ -63,8 +63,9 @@ pub(crate) async fn accept_loop(
                             conns.spawn_local(conn);
                         }
                         None => {
-                            refuse(stream);
+                            // Counted first: the client may read the 503 at once.
                             counters.refused.fetch_add(1, Ordering::Relaxed);
+                            refuse(stream);
                             if let Some(n) = refusals.hit() {
                                 tracing::warn!(refused = n, max_connections = cfg.max_connections,
                                     "connection limit reached; refusing new connections with 503 (raise ServerBuilder::max_connections and `ulimit -n`)");
