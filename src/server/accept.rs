@@ -1,10 +1,12 @@
 //! A worker's accept loop: drains its listen queue in batches, enforces the
 //! connection cap, and at shutdown closes what has no request in flight.
 
+use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
+use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -36,6 +38,13 @@ server is at its connection limit\n";
 /// request in the pipeline, lets the others finish theirs (hyper's graceful
 /// shutdown), and returns when all are closed. Runs on one worker; its
 /// connections run there too.
+///
+/// Accepting comes before serving: each wake-up drains the listen queue
+/// (up to [`ACCEPT_BATCH`]), and every new connection drains it again when
+/// it starts (one non-blocking `accept` when the queue is empty). Without
+/// that, the loop would accept only once per pass over all the worker's
+/// ready connections, and a burst would overflow the kernel's queue while
+/// the worker serves the first ones.
 pub(crate) async fn accept_loop(
     listener: std::net::TcpListener,
     pipeline: Pipeline,
@@ -43,56 +52,151 @@ pub(crate) async fn accept_loop(
     counters: Arc<Counters>,
     stopping: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    let raw = listener.try_clone()?;
     let listener = TcpListener::from_std(listener)?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut conns = JoinSet::new();
+    let acceptor = Rc::new(Acceptor {
+        raw: RefCell::new(Some(raw)),
+        pipeline,
+        cfg,
+        counters,
+        stop_rx,
+        conns: RefCell::new(JoinSet::new()),
+        errors: RefCell::new(Throttle::new(Duration::from_secs(1))),
+        refusals: RefCell::new(Throttle::new(Duration::from_secs(1))),
+    });
     let mut stopping = pin!(stopping);
-    let mut errors = Throttle::new(Duration::from_secs(1));
-    let mut refusals = Throttle::new(Duration::from_secs(1));
     let mut batch = Vec::with_capacity(ACCEPT_BATCH);
     loop {
         tokio::select! {
             biased;
             () = &mut stopping => break,
             r = accept_batch(&listener, &mut batch) => {
-                counters.largest_accept_batch.fetch_max(batch.len(), Ordering::Relaxed);
+                acceptor.note_batch(batch.len());
                 for (stream, _peer) in batch.drain(..) {
-                    match ConnMark::try_open(&counters, cfg.max_connections) {
-                        Some(mark) => {
-                            let conn = serve(stream, pipeline.clone(), cfg.clone(), counters.clone(), mark, stop_rx.clone());
-                            conns.spawn_local(conn);
-                        }
-                        None => {
-                            // Counted first: the client may read the 503 at once.
-                            counters.refused.fetch_add(1, Ordering::Relaxed);
-                            refuse(stream);
-                            if let Some(n) = refusals.hit() {
-                                tracing::warn!(refused = n, max_connections = cfg.max_connections,
-                                    "connection limit reached; refusing new connections with 503 (raise ServerBuilder::max_connections and `ulimit -n`)");
-                            }
-                        }
-                    }
+                    acceptor.admit(stream);
                 }
                 if let Err(e) = r {
-                    if let Some(n) = errors.hit() {
-                        tracing::warn!(error = %e, errors = n,
-                            "accept failed; retrying every 10 ms (at the open-files limit: lower max_connections or raise `ulimit -n`)");
-                    }
+                    acceptor.accept_failed(&e);
                     tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
                 }
             },
-            Some(_) = conns.join_next() => {}
+            Some(_) = poll_fn(|cx| acceptor.conns.borrow_mut().poll_join_next(cx)) => {}
         }
     }
     // Tell the connections first: once the port refuses, they are stopping.
     let _ = stop_tx.send(true);
     drop(listener);
+    // The second handle too, so the port refuses.
+    acceptor.raw.borrow_mut().take();
     tracing::debug!(
-        open = conns.len(),
+        open = acceptor.conns.borrow().len(),
         "accept loop stopped; finishing requests in flight"
     );
-    while conns.join_next().await.is_some() {}
+    while poll_fn(|cx| acceptor.conns.borrow_mut().poll_join_next(cx))
+        .await
+        .is_some()
+    {}
     Ok(())
+}
+
+/// A worker's listener and what it needs to start connections.
+struct Acceptor {
+    /// A second handle on the listening socket, for non-blocking drains
+    /// that do not wait for tokio's readiness (which only the I/O driver
+    /// updates, between passes over the ready tasks).
+    /// `None` once the loop stopped.
+    raw: RefCell<Option<std::net::TcpListener>>,
+    pipeline: Pipeline,
+    cfg: Arc<ConnConfig>,
+    counters: Arc<Counters>,
+    stop_rx: watch::Receiver<bool>,
+    conns: RefCell<JoinSet<()>>,
+    errors: RefCell<Throttle>,
+    refusals: RefCell<Throttle>,
+}
+
+impl Acceptor {
+    fn note_batch(&self, n: usize) {
+        self.counters
+            .largest_accept_batch
+            .fetch_max(n, Ordering::Relaxed);
+    }
+
+    /// Accepts what is queued now, up to [`ACCEPT_BATCH`], without waiting.
+    fn drain(self: &Rc<Self>) {
+        let mut n = 0;
+        while n < ACCEPT_BATCH {
+            let accepted = match self.raw.borrow().as_ref() {
+                Some(raw) => raw.accept(),
+                None => break,
+            };
+            match accepted {
+                Ok((stream, _peer)) => {
+                    n += 1;
+                    match stream
+                        .set_nonblocking(true)
+                        .and_then(|()| TcpStream::from_std(stream))
+                    {
+                        Ok(stream) => self.admit(stream),
+                        Err(e) => tracing::debug!(error = %e, "could not register a connection"),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The accept loop backs off on its next wake-up.
+                Err(e) => {
+                    self.accept_failed(&e);
+                    break;
+                }
+            }
+        }
+        self.note_batch(n);
+    }
+
+    /// Serves `stream`, or answers 503 over the connection cap.
+    fn admit(self: &Rc<Self>, stream: TcpStream) {
+        let cfg = &self.cfg;
+        let Some(mark) = ConnMark::try_open(&self.counters, cfg.max_connections) else {
+            // Counted first: the client may read the 503 at once.
+            self.counters.refused.fetch_add(1, Ordering::Relaxed);
+            refuse(stream);
+            if let Some(n) = self.refusals.borrow_mut().hit() {
+                tracing::warn!(
+                    refused = n,
+                    max_connections = cfg.max_connections,
+                    "connection limit reached; refusing new connections with 503 (raise ServerBuilder::max_connections and `ulimit -n`)"
+                );
+            }
+            return;
+        };
+        let weak = Rc::downgrade(self);
+        let on_start = move || {
+            if let Some(acceptor) = weak.upgrade() {
+                acceptor.drain();
+            }
+        };
+        let conn = serve(
+            stream,
+            self.pipeline.clone(),
+            cfg.clone(),
+            self.counters.clone(),
+            mark,
+            self.stop_rx.clone(),
+            on_start,
+        );
+        self.conns.borrow_mut().spawn_local(conn);
+    }
+
+    fn accept_failed(&self, e: &io::Error) {
+        if let Some(n) = self.errors.borrow_mut().hit() {
+            tracing::warn!(
+                error = %e,
+                errors = n,
+                "accept failed; retrying every 10 ms (at the open-files limit: lower max_connections or raise `ulimit -n`)"
+            );
+        }
+    }
 }
 
 /// Accepts into `batch` until the queue is empty (`WouldBlock`) or

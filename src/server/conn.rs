@@ -29,6 +29,7 @@ pub(crate) struct ConnConfig {
 }
 
 /// Serves one connection until the peer closes it or the server stops.
+/// `on_start` runs when the connection's task first runs.
 ///
 /// At the stop, a connection with a request in the pipeline (or its
 /// response not yet flushed) finishes it and closes (hyper's graceful
@@ -41,7 +42,10 @@ pub(crate) async fn serve(
     counters: Arc<Counters>,
     _mark: ConnMark,
     mut stop: watch::Receiver<bool>,
+    on_start: impl FnOnce(),
 ) {
+    // Accept what queued up while this worker was busy, before serving.
+    on_start();
     let _ = stream.set_nodelay(true);
     let phase = ConnPhase::new();
     let limits = cfg.body;
