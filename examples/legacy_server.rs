@@ -59,6 +59,23 @@ struct Args {
     /// How long `GET /` waits before answering, in milliseconds.
     #[arg(long, default_value_t = 0)]
     view_delay_ms: u64,
+    /// Most connections held open across workers; more get 503 at once
+    /// (default: `ulimit -n` less a tenth).
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Seconds a request body may take to arrive after its head (then 408).
+    #[arg(long, default_value_t = 30)]
+    body_read_timeout_s: u64,
+    /// Most pieces (chunks) a request body may arrive in (then 413).
+    #[arg(long, default_value_t = 65_536)]
+    body_frame_limit: usize,
+    /// Listen backlog of each worker (default: the connection cap, at most
+    /// 65,535; the kernel caps it at net.core.somaxconn).
+    #[arg(long)]
+    backlog: Option<i32>,
+    /// Seconds requests in flight get to finish at Ctrl-C.
+    #[arg(long, default_value_t = 10)]
+    shutdown_grace_s: u64,
 }
 
 fn main() -> ExitCode {
@@ -87,11 +104,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let server = match Server::builder()
+    let mut builder = Server::builder()
         .addr(args.addr)
         .workers(workers)
-        .serve(|i| pipelines[i].clone())
-    {
+        .body_read_timeout(Duration::from_secs(args.body_read_timeout_s))
+        .body_frame_limit(args.body_frame_limit);
+    if let Some(n) = args.max_connections {
+        builder = builder.max_connections(n);
+    }
+    if let Some(n) = args.backlog {
+        builder = builder.backlog(n);
+    }
+    let server = match builder.serve(|i| pipelines[i].clone()) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "could not start the server");
@@ -107,11 +131,20 @@ fn main() -> ExitCode {
     if let Err(e) = signals.block_on(tokio::signal::ctrl_c()) {
         tracing::error!(error = %e, "cannot wait for Ctrl-C; shutting down");
     }
-    tracing::info!("shutting down: finishing requests in flight (up to 10 s)");
-    let report = server.shutdown(Duration::from_secs(10));
+    tracing::info!(
+        grace_s = args.shutdown_grace_s,
+        "shutting down: finishing requests in flight"
+    );
+    let started = std::time::Instant::now();
+    let report = server.shutdown(Duration::from_secs(args.shutdown_grace_s));
     tracing::info!(
         served = report.stats.served,
         cancelled = report.stats.cancelled,
+        closed_at_once = report.stats.closed_at_shutdown,
+        drained = report.stats.drained_at_shutdown,
+        refused = report.stats.refused,
+        largest_accept_batch = report.stats.largest_accept_batch,
+        took_ms = started.elapsed().as_millis() as u64,
         "stopped"
     );
     log_stalls(&pipelines);

@@ -1,8 +1,7 @@
-//! A worker's accept loop and its HTTP/1.1 connections.
+//! One HTTP/1.1 connection: hyper's state machine, the body bounds, and
+//! what shutdown does to it.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::io;
 use std::pin::pin;
 use std::time::Duration;
 
@@ -10,89 +9,68 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
-use super::stats::{Counters, RequestMark};
-use crate::body::Response;
+use super::body::{self, BodyLimits};
+use super::phase::{ConnPhase, FlushWatch, Phase, TrackedBody};
+use super::stats::{ConnMark, Counters, RequestMark};
+use crate::body::Request;
+use crate::loom::sync::atomic::Ordering;
 use crate::loom::sync::Arc;
 use crate::pipeline::Pipeline;
-use crate::tower::collect_request;
 
 /// Settings every connection of a server uses.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnConfig {
-    pub(crate) body_limit: usize,
+    pub(crate) body: BodyLimits,
     pub(crate) header_read_timeout: Duration,
-}
-
-/// Accepts until `stopping` completes, then lets every connection finish
-/// its request in flight (hyper's graceful shutdown) and returns when all
-/// are closed. Runs on one worker; its connections run there too.
-pub(crate) async fn accept_loop(
-    listener: std::net::TcpListener,
-    pipeline: Pipeline,
-    cfg: Arc<ConnConfig>,
-    counters: Arc<Counters>,
-    stopping: impl Future<Output = ()>,
-) -> io::Result<()> {
-    let listener = TcpListener::from_std(listener)?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut conns = JoinSet::new();
-    let mut stopping = pin!(stopping);
-    loop {
-        tokio::select! {
-            biased;
-            () = &mut stopping => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
-                    let conn = serve(stream, pipeline.clone(), cfg.clone(), counters.clone(), stop_rx.clone());
-                    conns.spawn_local(conn);
-                }
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed; retrying in 10 ms");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            },
-            Some(_) = conns.join_next() => {}
-        }
-    }
-    // Tell the connections first: once the port refuses, they are stopping.
-    let _ = stop_tx.send(true);
-    drop(listener);
-    tracing::debug!(
-        open = conns.len(),
-        "accept loop stopped; finishing open connections"
-    );
-    while conns.join_next().await.is_some() {}
-    Ok(())
+    pub(crate) max_connections: usize,
 }
 
 /// Serves one connection until the peer closes it or the server stops.
-async fn serve(
+/// `on_start` runs when the connection's task first runs.
+///
+/// At the stop, a connection with a request in the pipeline (or its
+/// response not yet flushed) finishes it and closes (hyper's graceful
+/// shutdown, bounded by the runtime's deadline); any other connection is
+/// closed at once.
+pub(crate) async fn serve(
     stream: TcpStream,
     pipeline: Pipeline,
     cfg: Arc<ConnConfig>,
     counters: Arc<Counters>,
+    _mark: ConnMark,
     mut stop: watch::Receiver<bool>,
+    on_start: impl FnOnce(),
 ) {
+    // Accept what queued up while this worker was busy, before serving.
+    on_start();
     let _ = stream.set_nodelay(true);
-    let limit = cfg.body_limit;
+    let phase = ConnPhase::new();
+    let limits = cfg.body;
+    let svc_phase = phase.clone();
+    let svc_counters = counters.clone();
     let svc = service_fn(move |req: http::Request<Incoming>| {
-        let pipeline = pipeline.clone();
-        let mark = RequestMark::start(&counters);
-        async move { Ok::<_, Infallible>(handle(pipeline, req, limit, mark).await) }
+        let (pipeline, phase) = (pipeline.clone(), svc_phase.clone());
+        phase.set(Phase::Body);
+        let mark = RequestMark::start(&svc_counters);
+        async move { Ok::<_, Infallible>(handle(pipeline, req, limits, &phase, mark).await) }
     });
+    let io = FlushWatch::new(TokioIo::new(stream), phase.clone());
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.header_read_timeout)
-        .serve_connection(TokioIo::new(stream), svc);
+        .serve_connection(io, svc);
     let mut conn = pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
         _ = stop.wait_for(|s| *s) => {
+            if !phase.in_flight() {
+                counters.closed_at_shutdown.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            counters.drained_at_shutdown.fetch_add(1, Ordering::Relaxed);
             conn.as_mut().graceful_shutdown();
             conn.await
         }
@@ -102,16 +80,25 @@ async fn serve(
     }
 }
 
+/// Reads the body within its bounds, runs the pipeline, and marks the
+/// phases on the way.
 async fn handle(
     pipeline: Pipeline,
     req: http::Request<Incoming>,
-    limit: usize,
+    limits: BodyLimits,
+    phase: &ConnPhase,
     mark: RequestMark,
-) -> Response {
-    let resp = match collect_request(req, limit).await {
-        Ok(req) => pipeline.handle(req).await,
-        Err(resp) => resp,
+) -> http::Response<TrackedBody> {
+    let (parts, incoming) = req.into_parts();
+    let resp = match body::collect(incoming, limits).await {
+        Ok(bytes) => {
+            phase.set(Phase::Pipeline);
+            pipeline
+                .handle(Request::from_parts(parts, bytes.into()))
+                .await
+        }
+        Err(e) => e.into_response(),
     };
     mark.finish();
-    resp
+    resp.map(|b| phase.track_body(b))
 }

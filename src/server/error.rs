@@ -18,6 +18,12 @@ pub enum ServerError {
         #[source]
         source: io::Error,
     },
+    /// A limit was set to 0, which would refuse everything.
+    #[error("ServerBuilder::{setting} must be at least 1 (0 would refuse every request); leave it unset for the default")]
+    ZeroLimit {
+        /// The builder method.
+        setting: &'static str,
+    },
     /// The workers could not start.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),

@@ -24,9 +24,13 @@
 //! server.shutdown(std::time::Duration::from_secs(10));
 //! ```
 
+mod accept;
+mod body;
 mod conn;
 mod error;
+mod limits;
 mod listener;
+mod phase;
 mod stats;
 
 use std::fmt;
@@ -41,16 +45,27 @@ use crate::loom::sync::Arc;
 use crate::pipeline::Pipeline;
 use crate::runtime::{Dispatch, Runtime, RuntimeHandle, ShutdownReport};
 use crate::tower::DEFAULT_BODY_LIMIT;
+use body::BodyLimits;
 use conn::ConnConfig;
 use stats::Counters;
 
 /// Configures a [`Server`].
+///
+/// The defaults bound what one client can cost: the request head must
+/// arrive within 30 s and the body within 30 s more, a body is at most
+/// 2.5 MiB in at most 65,536 pieces, and the server holds at most
+/// `max_connections` connections (derived from `ulimit -n`). README.md
+/// ("Running it in production") lists them with what each protects against.
 #[derive(Debug, Clone)]
 pub struct ServerBuilder {
     addr: SocketAddr,
     workers: usize,
-    backlog: i32,
-    conn: ConnConfig,
+    /// `None`: [`limits::default_backlog`] of the connection cap.
+    backlog: Option<i32>,
+    /// `None`: [`limits::default_max_connections`].
+    max_connections: Option<usize>,
+    body: BodyLimits,
+    header_read_timeout: Duration,
 }
 
 impl Default for ServerBuilder {
@@ -58,11 +73,14 @@ impl Default for ServerBuilder {
         ServerBuilder {
             addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
             workers: std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
-            backlog: 4096,
-            conn: ConnConfig {
-                body_limit: DEFAULT_BODY_LIMIT,
-                header_read_timeout: Duration::from_secs(30),
+            backlog: None,
+            max_connections: None,
+            body: BodyLimits {
+                max_bytes: DEFAULT_BODY_LIMIT,
+                max_frames: limits::DEFAULT_BODY_FRAME_LIMIT,
+                read_timeout: limits::DEFAULT_BODY_READ_TIMEOUT,
             },
+            header_read_timeout: limits::DEFAULT_HEADER_READ_TIMEOUT,
         }
     }
 }
@@ -81,24 +99,59 @@ impl ServerBuilder {
         self
     }
 
-    /// Listen backlog of each worker's socket (default 4096; the kernel caps
-    /// it at `net.core.somaxconn`).
+    /// Listen backlog of each worker's socket: how many connections the
+    /// kernel queues for a worker that is busy. Default: the connection cap
+    /// (see [`ServerBuilder::max_connections`]), at least 128 and at most
+    /// 65,535, so a burst of as many clients as the server may hold waits in
+    /// the queue instead of being dropped. The kernel caps it at
+    /// `net.core.somaxconn` (raise that too).
     pub fn backlog(mut self, n: i32) -> Self {
-        self.backlog = n;
+        self.backlog = Some(n);
+        self
+    }
+
+    /// Most connections the server holds open, across all workers. Above
+    /// it, a new connection is answered `503` with `Connection: close` and
+    /// closed at once, so clients fail fast instead of waiting while the
+    /// process is out of file descriptors. Default: the soft `RLIMIT_NOFILE`
+    /// (`ulimit -n`) less a tenth (at least 64) for the pipeline's own files.
+    /// Must be at least 1.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = Some(n);
         self
     }
 
     /// Cap on request bodies (default [`crate::DEFAULT_BODY_LIMIT`]; longer
-    /// ones are answered `413` without running the pipeline).
+    /// ones are answered `413` without running the pipeline). A body is
+    /// read into one buffer that holds at most twice the bytes received.
     pub fn body_limit(mut self, bytes: usize) -> Self {
-        self.conn.body_limit = bytes;
+        self.body.max_bytes = bytes;
+        self
+    }
+
+    /// Most pieces (chunks of a chunked body, or socket reads) a request
+    /// body may arrive in (default 65,536); more are answered `413`. Each
+    /// piece costs CPU however small it is: this stops a body sent as
+    /// 1-byte chunks from costing a second of CPU. Must be at least 1.
+    pub fn body_frame_limit(mut self, frames: usize) -> Self {
+        self.body.max_frames = frames;
+        self
+    }
+
+    /// How long a request's body may take to arrive, from the end of its
+    /// head to its last byte (default 30 s). A slower body is answered
+    /// `408` and the connection closes. The pipeline only ever sees complete
+    /// bodies, so this bounds how long a client can hold a connection (and a
+    /// buffer) without sending.
+    pub fn body_read_timeout(mut self, t: Duration) -> Self {
+        self.body.read_timeout = t;
         self
     }
 
     /// How long a connection may take to send a request's headers (default
     /// 30 s).
     pub fn header_read_timeout(mut self, t: Duration) -> Self {
-        self.conn.header_read_timeout = t;
+        self.header_read_timeout = t;
         self
     }
 
@@ -114,13 +167,33 @@ impl ServerBuilder {
                 crate::runtime::RuntimeError::NoWorkers,
             ));
         }
-        let listeners =
-            listener::bind(self.addr, self.workers, self.backlog).map_err(|source| {
-                ServerError::Bind {
-                    addr: self.addr,
-                    source,
-                }
-            })?;
+        let max_connections = self
+            .max_connections
+            .unwrap_or_else(limits::default_max_connections);
+        for (setting, value) in [
+            ("max_connections", max_connections),
+            ("body_frame_limit", self.body.max_frames),
+        ] {
+            if value == 0 {
+                return Err(ServerError::ZeroLimit { setting });
+            }
+        }
+        let backlog = self
+            .backlog
+            .unwrap_or_else(|| limits::default_backlog(max_connections));
+        if let Some(cap) = limits::somaxconn().filter(|&cap| cap < backlog as usize) {
+            tracing::info!(
+                backlog,
+                somaxconn = cap,
+                "the kernel caps the listen backlog at net.core.somaxconn; raise it for bursts of more connections"
+            );
+        }
+        let listeners = listener::bind(self.addr, self.workers, backlog).map_err(|source| {
+            ServerError::Bind {
+                addr: self.addr,
+                source,
+            }
+        })?;
         let local_addr = listeners[0]
             .local_addr()
             .map_err(|source| ServerError::Bind {
@@ -133,7 +206,11 @@ impl ServerBuilder {
             .build()?;
         let handle = runtime.handle();
         let counters = Arc::new(Counters::default());
-        let cfg = Arc::new(self.conn);
+        let cfg = Arc::new(ConnConfig {
+            body: self.body,
+            header_read_timeout: self.header_read_timeout,
+            max_connections,
+        });
         let mut loops = Vec::with_capacity(self.workers);
         for (i, listener) in listeners.into_iter().enumerate() {
             let (p, cfg, counters, stopping) = (
@@ -143,10 +220,10 @@ impl ServerBuilder {
                 handle.stopping(),
             );
             loops.push(handle.run_on(i, move || {
-                conn::accept_loop(listener, p, cfg, counters, stopping)
+                accept::accept_loop(listener, p, cfg, counters, stopping)
             }));
         }
-        tracing::info!(addr = %local_addr, workers = self.workers, "suspendware server listening");
+        tracing::info!(addr = %local_addr, workers = self.workers, max_connections, backlog, "suspendware server listening");
         Ok(Server {
             runtime,
             local_addr,
@@ -200,9 +277,11 @@ impl Server {
         self.counters.snapshot()
     }
 
-    /// Stops accepting connections, lets requests in flight finish (each
-    /// connection closes after its current response) for up to `grace`,
-    /// cancels what is left, and joins the workers. Blocks the calling
+    /// Stops accepting connections, closes at once every connection with no
+    /// request in the pipeline (idle, or still reading a request head or
+    /// body), lets requests in the pipeline finish (each connection closes
+    /// after its response) for up to `grace`, cancels what is left, and
+    /// joins the workers. Blocks the calling
     /// thread (from async code: `tokio::task::spawn_blocking`).
     pub fn shutdown(self, grace: Duration) -> ServerReport {
         let Server {

@@ -26,7 +26,6 @@ mod layer;
 mod service;
 mod view;
 
-pub(crate) use body::collect_request;
 pub use body::{BoxError, CollectResponse, DEFAULT_BODY_LIMIT};
 pub use layer::SuspendLayer;
 pub use service::RuntimeService;
