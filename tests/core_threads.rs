@@ -34,7 +34,6 @@ fn os_threads() -> usize {
 
 #[test]
 fn ten_thousand_suspended_requests_share_one_thread() {
-    let baseline = os_threads();
     let max_threads = Arc::new(AtomicUsize::new(0));
     let arrived = Arc::new(AtomicUsize::new(0));
     let peak: Arc<Mutex<Option<PoolStats>>> = Arc::default();
@@ -90,6 +89,9 @@ fn ten_thousand_suspended_requests_share_one_thread() {
             .unwrap()
     };
     pipeline.set(p.clone()).unwrap();
+    // Measured once the pipeline exists: building it may start the
+    // process-wide stack trimmer thread (one per process, not per request).
+    let baseline = os_threads();
 
     let rt = rt();
     let local = tokio::task::LocalSet::new();
