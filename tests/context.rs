@@ -1,4 +1,4 @@
-//! Issue 3: request-local storage and tracing spans stay with their request
+//! Request-local storage and tracing spans stay with their request
 //! when two requests interleave on one thread.
 
 mod capture;

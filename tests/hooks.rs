@@ -1,4 +1,4 @@
-//! Issue 3: hook middleware order, short-circuits and `process_exception`.
+//! Hook middleware order, short-circuits and `process_exception`.
 
 use std::sync::{Arc, Mutex};
 

@@ -1,4 +1,4 @@
-//! Issue 6, "mixed modes under load": one `Runtime` serves an Adapt pipeline
+//! Mixed modes under load: one `Runtime` serves an Adapt pipeline
 //! and a Suspend pipeline at the same time, 2,000 concurrent requests
 //! dispatched from a multi-thread tokio runtime. Every request gets its own
 //! answer (its `RequestLocal` survives the suspensions and thread hand-offs),

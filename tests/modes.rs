@@ -1,4 +1,4 @@
-//! Issue 3: the same chain in every mode gives the same responses and the
+//! The same chain in every mode gives the same responses and the
 //! same order of events; Strict rejects sync middleware by name; Adapt warns.
 
 mod capture;

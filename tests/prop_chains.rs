@@ -1,4 +1,4 @@
-//! Issue 6, property test: random chains of sync, async, hybrid and hook
+//! Property test: random chains of sync, async, hybrid and hook
 //! middleware around a sync or async view, each layer with a random script
 //! (short-circuit, retry, panic before/after `next`, `wait`, `blocking`),
 //! run in every mode that accepts them. The responses and the order of events

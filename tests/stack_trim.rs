@@ -1,4 +1,4 @@
-//! Issue 14 §4: after a burst, an idle pool gives its stacks back (their
+//! After a burst, an idle pool gives its stacks back (their
 //! pages and their two maps each), keeping a small hot set.
 //!
 //! Its own test binary: it counts the process's memory maps, which other

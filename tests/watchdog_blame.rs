@@ -1,4 +1,4 @@
-//! Issue 14 §3 and issue 10 §4: the watchdog blames only blocking, and
+//! The watchdog blames only blocking, and
 //! counts what it blames ([`Pipeline::stall_stats`]).
 //!
 //! The contention tests pin the test's worker thread and a few spinning

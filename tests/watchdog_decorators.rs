@@ -1,4 +1,4 @@
-//! Issue 3: the fiber watchdog, and method decorators on sync and async views.
+//! The fiber watchdog, and method decorators on sync and async views.
 
 mod capture;
 

@@ -3,7 +3,7 @@
 //! The wrapper is a view of the same kind as the one it wraps: a sync view
 //! stays sync (so it still runs on the fiber or thread of the middleware
 //! around it) and an async view stays async. (Decorating an async view with
-//! a sync-only decorator, as the seed project did, silently turned the view
+//! a sync-only decorator would silently turn the view
 //! into a sync one whose "response" was an un-awaited future.)
 
 use http::header::{HeaderValue, ALLOW};
