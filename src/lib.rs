@@ -51,7 +51,7 @@
 //! workers for multi-thread servers), [`server`] (a hyper server),
 //! [`tower`] (tower/axum integration), [`hooks`] and [`decorators`]
 //! (Django-style hook middleware and view decorators), [`plan`] (what runs
-//! where), [`panic`] (panic handling and cancellation) and [`stack`] (fiber
+//! where), [`panic`](mod@panic) (panic handling and cancellation) and [`stack`] (fiber
 //! stacks and their budget).
 //!
 //! ## Feature flags

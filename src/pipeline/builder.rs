@@ -170,14 +170,14 @@ impl PipelineBuilder {
     }
 
     /// Usable bytes of each fiber stack (default 256 KiB, see
-    /// [`crate::DEFAULT_STACK_SIZE`]; at least [`crate::MIN_STACK_SIZE`]).
+    /// [`crate::stack::DEFAULT_STACK_SIZE`]; at least [`crate::stack::MIN_STACK_SIZE`]).
     pub fn stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = bytes;
         self
     }
 
     /// Cap on fiber stacks in use at once, i.e. on requests inside sync
-    /// middleware (default: [`crate::default_stack_budget`], derived from
+    /// middleware (default: [`crate::stack::default_stack_budget`], derived from
     /// `vm.max_map_count`).
     pub fn max_stacks(mut self, n: usize) -> Self {
         self.max_stacks = Some(n);
@@ -193,7 +193,7 @@ impl PipelineBuilder {
     }
 
     /// After a burst, unmap free stacks idle this long (default 10 s,
-    /// [`crate::DEFAULT_STACK_IDLE_TIMEOUT`]), keeping the
+    /// [`crate::stack::DEFAULT_STACK_IDLE_TIMEOUT`]), keeping the
     /// [`stack_hot_set`](Self::stack_hot_set) most recently used; `None`
     /// keeps every stack the pool ever made. A process-wide background
     /// thread does it, so an idle server gives the memory and maps back too
@@ -205,7 +205,7 @@ impl PipelineBuilder {
     }
 
     /// How many of the most recently used free stacks trimming keeps
-    /// (default 16, [`crate::DEFAULT_STACK_HOT_SET`]): warm for the next
+    /// (default 16, [`crate::stack::DEFAULT_STACK_HOT_SET`]): warm for the next
     /// requests.
     pub fn stack_hot_set(mut self, n: usize) -> Self {
         self.stack_hot_set = n;

@@ -18,7 +18,8 @@ use crate::pipeline::middleware::{LocalBoxFuture, SyncView, View};
 ///
 /// ```
 /// use http::Method;
-/// use suspendware::{require_http_methods, Request, Response};
+/// use suspendware::{Request, Response};
+/// use suspendware::decorators::{require_http_methods};
 /// let v = require_http_methods(&[Method::GET, Method::HEAD], |_r: Request| async move {
 ///     Response::new("ok".into())
 /// });

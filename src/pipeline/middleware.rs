@@ -128,7 +128,8 @@ where
 /// switches (Django's `load_middleware` rule).
 ///
 /// ```
-/// use suspendware::{AsyncNext, Capabilities, LocalBoxFuture, Middleware, Next, Request, Response};
+/// use suspendware::{AsyncNext, LocalBoxFuture, Middleware, Next, Request, Response};
+/// use suspendware::plan::{Capabilities};
 /// struct Hybrid;
 /// impl Middleware for Hybrid {
 ///     fn capabilities(&self) -> Capabilities { Capabilities::BOTH }

@@ -8,8 +8,8 @@ use tokio::sync::watch;
 use super::dispatch::Shared;
 use super::error::RuntimeError;
 use super::serve::WorkerLoop;
-use super::shutdown::Runtime;
 use super::worker::{self, WorkerState};
+use super::Runtime;
 use crate::loom::sync::Arc;
 
 /// Configures a [`Runtime`].

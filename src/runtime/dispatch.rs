@@ -73,7 +73,7 @@ impl Shared {
 }
 
 /// A cheap, `Send + Sync + Clone` handle that sends work to a
-/// [`crate::Runtime`]'s workers from any thread or runtime.
+/// [`crate::runtime::Runtime`]'s workers from any thread or runtime.
 #[derive(Clone)]
 pub struct RuntimeHandle {
     pub(crate) shared: Arc<Shared>,

@@ -2,7 +2,7 @@
 
 use std::io;
 
-/// Why a [`crate::Runtime`] could not start.
+/// Why a [`crate::runtime::Runtime`] could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RuntimeError {
@@ -24,7 +24,7 @@ pub enum RuntimeError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DispatchError {
-    /// [`crate::Runtime::shutdown`] has begun: no new work is accepted.
+    /// [`crate::runtime::Runtime::shutdown`] has begun: no new work is accepted.
     #[error("the suspendware runtime is shutting down and accepts no new work")]
     ShuttingDown,
     /// The worker dropped the work before it finished: the shutdown
@@ -37,7 +37,7 @@ pub enum DispatchError {
         /// The panic message.
         message: String,
     },
-    /// [`crate::RuntimeHandle::run_on`] named a worker that does not exist.
+    /// [`crate::runtime::RuntimeHandle::run_on`] named a worker that does not exist.
     #[error("no suspendware worker {index}: the runtime has {workers} (indices 0..{workers})")]
     NoSuchWorker {
         /// The index asked for.

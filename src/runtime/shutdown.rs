@@ -1,54 +1,16 @@
-//! `Runtime`: owning the workers, and stopping them gracefully.
+//! Stopping a `Runtime` gracefully.
 
-use std::fmt;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::builder::RuntimeBuilder;
-use super::dispatch::{RuntimeHandle, Shared};
-use super::error::RuntimeError;
-use super::worker::{on_runtime, WorkerReport};
-use crate::loom::sync::Arc;
-
-/// N worker threads, each a current-thread tokio runtime with a `LocalSet`,
-/// where pipelines run. Coroutines never leave their worker.
-///
-/// ```
-/// use suspendware::{Pipeline, Request, Response, Runtime};
-///
-/// let pipeline = Pipeline::builder()
-///     .view(|_req: Request| async { Response::new("hi".into()) })
-///     .build()
-///     .unwrap();
-/// let runtime = Runtime::builder().workers(2).build().unwrap();
-/// let handle = runtime.handle();
-///
-/// // From a multi-thread runtime (the future is `Send`):
-/// let mt = tokio::runtime::Runtime::new().unwrap();
-/// let resp = mt.block_on(async move {
-///     tokio::spawn(async move { handle.dispatch(&pipeline, Request::default()).await })
-///         .await
-///         .unwrap()
-/// });
-/// assert_eq!(resp.unwrap().body().as_bytes(), b"hi");
-///
-/// let report = runtime.shutdown(std::time::Duration::from_secs(5));
-/// assert_eq!(report.cancelled, 0);
-/// ```
-///
-/// Dropping a `Runtime` without calling [`Runtime::shutdown`] stops it with
-/// no grace period: work still in flight is cancelled.
-pub struct Runtime {
-    shared: Arc<Shared>,
-    pub(crate) threads: Vec<JoinHandle<WorkerReport>>,
-}
+use super::worker::on_runtime;
+use super::Runtime;
 
 /// What a shutdown did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShutdownReport {
     /// Work still in flight at the deadline, dropped (cancelled). Its
-    /// callers get [`crate::DispatchError::Aborted`].
+    /// callers get [`crate::runtime::DispatchError::Aborted`].
     pub cancelled: usize,
     /// Workers whose thread panicked (their work is lost; should be 0).
     pub worker_panics: usize,
@@ -57,35 +19,6 @@ pub struct ShutdownReport {
 }
 
 impl Runtime {
-    /// A runtime with one worker per available core.
-    pub fn new() -> Result<Runtime, RuntimeError> {
-        RuntimeBuilder::default().build()
-    }
-
-    /// Starts a builder.
-    pub fn builder() -> RuntimeBuilder {
-        RuntimeBuilder::default()
-    }
-
-    pub(crate) fn new_empty(shared: Arc<Shared>) -> Runtime {
-        Runtime {
-            shared,
-            threads: Vec::new(),
-        }
-    }
-
-    /// A handle for dispatching work (cheap to clone, `Send + Sync`).
-    pub fn handle(&self) -> RuntimeHandle {
-        RuntimeHandle {
-            shared: self.shared.clone(),
-        }
-    }
-
-    /// Number of workers.
-    pub fn workers(&self) -> usize {
-        self.shared.workers.len()
-    }
-
     /// Stops accepting work, lets work in flight finish for up to `grace`,
     /// drops (cancels) what is left, and joins the workers.
     ///
@@ -136,14 +69,5 @@ impl Drop for Runtime {
             return;
         }
         self.stop(Duration::ZERO);
-    }
-}
-
-impl fmt::Debug for Runtime {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Runtime")
-            .field("workers", &self.workers())
-            .field("handle", &self.handle())
-            .finish()
     }
 }

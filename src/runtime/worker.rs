@@ -132,7 +132,7 @@ thread_local! {
     static CURRENT: Cell<Option<(usize, usize)>> = const { Cell::new(None) };
 }
 
-/// The index of the [`crate::Runtime`] worker running the calling code, or
+/// The index of the [`crate::runtime::Runtime`] worker running the calling code, or
 /// `None` off the runtime's threads.
 pub fn worker_index() -> Option<usize> {
     CURRENT.with(|c| c.get()).map(|(_, i)| i)

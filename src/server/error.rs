@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use crate::runtime::RuntimeError;
 
-/// Why [`crate::ServerBuilder::serve`] failed.
+/// Why [`crate::server::ServerBuilder::serve`] failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {

@@ -2,14 +2,14 @@
 
 use std::time::Duration;
 
-/// Default [`crate::ServerBuilder::body_read_timeout`]: the whole body must
+/// Default [`crate::server::ServerBuilder::body_read_timeout`]: the whole body must
 /// arrive within 30 s of the request head (like the head's own timeout).
 pub(crate) const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Default [`crate::ServerBuilder::header_read_timeout`].
+/// Default [`crate::server::ServerBuilder::header_read_timeout`].
 pub(crate) const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Default [`crate::ServerBuilder::body_frame_limit`]: a 2.5 MiB body may
+/// Default [`crate::server::ServerBuilder::body_frame_limit`]: a 2.5 MiB body may
 /// arrive in pieces of 40 bytes on average; 1-byte chunks are cut off after
 /// 64 KiB (about 30 ms of CPU) instead of costing a second per body.
 pub(crate) const DEFAULT_BODY_FRAME_LIMIT: usize = 65_536;
@@ -35,7 +35,7 @@ fn parse_open_files(limits: &str) -> Option<u64> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
-/// Default [`crate::ServerBuilder::max_connections`]: the open-files limit
+/// Default [`crate::server::ServerBuilder::max_connections`]: the open-files limit
 /// less a tenth (at least 64) for the pipeline's own files (logs, database
 /// sockets, files it reads), never below 16.
 pub(crate) fn default_max_connections() -> usize {

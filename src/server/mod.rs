@@ -1,5 +1,5 @@
 //! A thread-per-core HTTP/1.1 server for pipelines (feature `server`, on by
-//! default), built on hyper 1.x and the [`crate::Runtime`].
+//! default), built on hyper 1.x and the [`crate::runtime::Runtime`].
 //!
 //! Each worker owns a listening socket (`SO_REUSEPORT` on Unix, so the
 //! kernel spreads connections across workers), accepts on it, and serves
@@ -7,7 +7,8 @@
 //! thread, so the pipeline runs with no dispatch at all.
 //!
 //! ```no_run
-//! use suspendware::{Pipeline, Request, Response, Server};
+//! use suspendware::{Pipeline, Request, Response};
+//! use suspendware::server::{Server};
 //!
 //! let server = Server::builder()
 //!     .addr("127.0.0.1:8000".parse().unwrap())
@@ -121,7 +122,7 @@ impl ServerBuilder {
         self
     }
 
-    /// Cap on request bodies (default [`crate::DEFAULT_BODY_LIMIT`]; longer
+    /// Cap on request bodies (default [`crate::tower::DEFAULT_BODY_LIMIT`]; longer
     /// ones are answered `413` without running the pipeline). A body is
     /// read into one buffer that holds at most twice the bytes received.
     pub fn body_limit(mut self, bytes: usize) -> Self {

@@ -43,7 +43,7 @@ pub struct ServerStats {
     /// connection while the body was still arriving).
     pub cancelled: usize,
     /// Connections open now (counted against
-    /// [`crate::ServerBuilder::max_connections`]).
+    /// [`crate::server::ServerBuilder::max_connections`]).
     pub connections: usize,
     /// Connections refused (`503`, closed at once) because the server
     /// already held `max_connections`.

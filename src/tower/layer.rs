@@ -19,7 +19,7 @@ use crate::stack::{default_stack_budget, StackPool, DEFAULT_STACK_SIZE, DEFAULT_
 type Configure = dyn Fn(PipelineBuilder) -> PipelineBuilder + Send + Sync;
 
 /// A tower [`Layer`] that runs sync (and async) middleware, on a
-/// [`crate::Runtime`]'s workers, in front of the service it wraps.
+/// [`crate::runtime::Runtime`]'s workers, in front of the service it wraps.
 ///
 /// `layer(inner)` builds a pipeline from `configure` whose view calls a
 /// clone of `inner` (on the worker), and returns a [`RuntimeService`]: its
@@ -28,7 +28,9 @@ type Configure = dyn Fn(PipelineBuilder) -> PipelineBuilder + Send + Sync;
 /// [`crate::Body`] on the way in and out (see the module docs).
 ///
 /// ```
-/// use suspendware::{Next, Request, Runtime, SuspendLayer};
+/// use suspendware::{Next, Request};
+/// use suspendware::runtime::{Runtime};
+/// use suspendware::tower::{SuspendLayer};
 ///
 /// let runtime = Runtime::builder().workers(1).build().unwrap();
 /// let layer = SuspendLayer::new(runtime.handle(), |b| {

@@ -2,7 +2,7 @@
 //!
 //! * `impl Service<http::Request<B>> for Pipeline`: the pipeline as a local
 //!   (`!Send` future) service, for thread-per-core servers.
-//! * [`RuntimeService`]: a pipeline behind a [`crate::RuntimeHandle`], with
+//! * [`RuntimeService`]: a pipeline behind a [`crate::runtime::RuntimeHandle`], with
 //!   `Send` futures, for multi-thread runtimes.
 //! * [`SuspendLayer`]: sync middleware in front of any tower service (an
 //!   axum `Router`, a tonic service, ...), usable with `Router::layer`.

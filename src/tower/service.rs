@@ -43,7 +43,7 @@ where
     }
 }
 
-/// A pipeline run on a [`crate::Runtime`]'s workers, as a tower service
+/// A pipeline run on a [`crate::runtime::Runtime`]'s workers, as a tower service
 /// with `Send` futures (for axum, hyper on a multi-thread runtime, ...).
 ///
 /// The request body is read on the caller's thread (see the module docs),
