@@ -18,13 +18,14 @@ mod park;
 pub(crate) mod span;
 
 use std::future::Future;
-use std::panic::{self, AssertUnwindSafe};
+use std::panic;
 use std::pin::pin;
 use std::task::{Context, Poll};
 
 use crate::coro::{self, Place};
 use crate::exec::fiber_locals::{Resumed, Suspend};
-use crate::handoff::{self, Closed};
+use crate::coro::scoped;
+use crate::loom::sync::Arc;
 
 /// Runs `fut` to completion from sync code on a fiber, suspending the fiber
 /// (not the thread) while it is pending.
@@ -73,19 +74,42 @@ pub fn wait<F: Future>(fut: F) -> F::Output {
 /// Runs a blocking function on tokio's blocking pool while the fiber is
 /// suspended, and returns its result. A panic in `f` is re-raised here.
 ///
-/// `f` must be `Send + 'static`: if the request is cancelled, the fiber
-/// unwinds at once while the pool thread may still be running `f` (its
-/// result is then discarded).
+/// `f` may borrow from the caller's stack, in the spirit of
+/// `std::thread::scope`: `&mut conn`, `&req.headers()`, a `&mut Vec` to
+/// fill. Only `Send` is required (the closure and its result cross to a
+/// pool thread and back), not `'static`:
+///
+/// ```
+/// # use suspendware::{Next, Request, Response};
+/// fn count_headers(req: Request, next: &mut Next) -> Response {
+///     let mut seen = Vec::new();
+///     let n = suspendware::blocking(|| {
+///         seen.extend(req.headers().keys().map(|k| k.to_string())); // borrows
+///         seen.len()
+///     });
+///     assert_eq!(n, seen.len());
+///     next.get_response(req)
+/// }
+/// # let _ = count_headers;
+/// ```
+///
+/// This is sound because the fiber stays suspended until `f` has returned.
+/// If the request is cancelled while `f` runs, the fiber is neither unwound
+/// nor its stack reused until `f` returns: on suspendware's `Runtime` and
+/// `Server` the worker keeps serving meanwhile (a reaper task finishes the
+/// cancellation when `f` returns); elsewhere the cancelling thread waits
+/// for `f`. The fiber's stack counts as in use in its pool until then.
 ///
 /// On a held thread (Adapt) or in a hop (ThreadHop) `f` simply runs inline,
 /// and so it does in a destructor running during an unwind (module docs).
 ///
 /// # Panics
-/// When called off-fiber (see [`wait`]) or outside a tokio runtime.
+/// When called off-fiber (see [`wait`]) or outside a tokio runtime; with
+/// the runtime shutting down before `f` could run.
 pub fn blocking<F, R>(f: F) -> R
 where
-    F: FnOnce() -> R + Send + 'static,
-    R: Send + 'static,
+    F: FnOnce() -> R + Send,
+    R: Send,
 {
     match coro::place() {
         Place::Fiber => {}
@@ -101,19 +125,17 @@ where
     let handle = tokio::runtime::Handle::try_current().unwrap_or_else(|_| {
         panic!("suspendware::blocking() needs a tokio runtime: run the pipeline inside one")
     });
-    let (tx, rx) = handoff::oneshot::<std::thread::Result<R>>();
-    // The JoinHandle is not needed: the result (or the panic) comes back
-    // through the hand-off, and dropping the handle detaches the task.
-    drop(handle.spawn_blocking(move || {
-        let out = panic::catch_unwind(AssertUnwindSafe(f));
-        // Err: the request was cancelled and its fiber dropped the receiver;
-        // the result (or panic payload) is dropped here, on the pool thread.
-        drop(tx.send(out));
-    }));
-    match wait(rx) {
-        Ok(Ok(v)) => v,
-        Ok(Err(payload)) => panic::resume_unwind(payload),
-        // The closure was dropped unrun (its sender with it).
-        Err(Closed) => panic!("suspendware::blocking(): the runtime shut down while the task ran"),
+    let spawn = |job: scoped::Job| {
+        // The JoinHandle is not needed: the job completes its `Completion`
+        // when it has run or when it is dropped unrun.
+        drop(handle.spawn_blocking(move || job.run()));
+    };
+    let park = |done: &Arc<scoped::Completion>| {
+        wait(std::future::poll_fn(|cx| done.poll_done(cx)));
+    };
+    match scoped::run(f, spawn, park) {
+        Some(Ok(v)) => v,
+        Some(Err(payload)) => panic::resume_unwind(payload),
+        None => panic!("suspendware::blocking(): the runtime shut down before the closure ran"),
     }
 }

@@ -26,7 +26,10 @@ use std::task::Waker;
 
 use corosensei::Yielder;
 
+use crate::loom::sync::Arc;
+
 use super::fiber::{Cmd, Input};
+use super::scoped::Completion;
 use super::unwind::Cancelled;
 use super::waker::ForwardWaker;
 
@@ -53,6 +56,21 @@ impl Hooks for () {
 
 thread_local! {
     static CURRENT: Cell<*const Header> = const { Cell::new(ptr::null()) };
+    /// The scoped job a fiber suspended with, handed to the `Fiber` that
+    /// resumed it (taken after every resumption; see `scoped.rs`).
+    static PENDING: Cell<Option<Arc<Completion>>> = const { Cell::new(None) };
+}
+
+/// Takes the scoped job the fiber that just stopped suspended with.
+pub(super) fn take_pending() -> Option<Arc<Completion>> {
+    PENDING.with(|p| p.take())
+}
+
+/// Records (or clears) the running fiber's scoped job.
+pub(super) fn set_scoped(job: Option<Arc<Completion>>) {
+    if let Some(h) = current() {
+        h.scoped.set(job);
+    }
 }
 
 /// The type-independent part of a fiber's context, at the start of its root
@@ -74,6 +92,8 @@ pub(crate) struct Header {
     yielder: *const (),
     /// `TypeId::of::<(Y, R)>()`: checked by [`suspend`] before the cast.
     tag: TypeId,
+    /// The scoped job borrowing this fiber's stack, while one runs.
+    scoped: Cell<Option<Arc<Completion>>>,
 }
 
 impl Header {
@@ -87,6 +107,7 @@ impl Header {
             waker: ForwardWaker::new(),
             yielder: (yielder as *const Yielder<Input<R>, Y>).cast(),
             tag: TypeId::of::<(Y, R)>(),
+            scoped: Cell::new(None),
         }
     }
 
@@ -200,6 +221,12 @@ pub(crate) fn suspend<Y: 'static, R: 'static>(what: Y) -> Result<R, Place> {
     // whole life of the root frame, which is below us.
     let yielder = unsafe { &*h.yielder.cast::<Yielder<Input<R>, Y>>() };
     h.hooks().suspending();
+    // A suspension with a scoped job in flight: tell the driver's `Fiber`.
+    let job = h.scoped.take();
+    if let Some(j) = &job {
+        PENDING.with(|p| p.set(Some(j.clone())));
+    }
+    h.scoped.set(job);
     let reclaim = Reclaim(h);
     let input = yielder.suspend(what);
     h.driver_waker.set(input.waker);

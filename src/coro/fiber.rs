@@ -28,7 +28,9 @@ use std::task::Waker;
 use corosensei::stack::{DefaultStack, Stack};
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 
-use super::current::{Header, Hooks};
+use super::current::{take_pending, Header, Hooks};
+use super::scoped::Completion;
+use crate::loom::sync::Arc;
 use super::overflow;
 use super::unwind::Cancelled;
 
@@ -92,6 +94,10 @@ pub(crate) struct Fiber<Y: 'static, R: 'static, T: 'static> {
     /// `None` once the stack has been taken back with [`Fiber::into_stack`].
     co: Option<Co<Y, R, T>>,
     guard: overflow::GuardRange,
+    /// The scoped job the fiber is suspended on, if any: until it is done,
+    /// the fiber's frames are borrowed by another thread, so nothing may
+    /// resume, unwind or free the fiber (see `scoped.rs`).
+    pending: Option<Arc<Completion>>,
     _types: PhantomData<fn(R) -> (Y, T)>,
 }
 
@@ -125,6 +131,7 @@ impl<Y: 'static, R: 'static, T: 'static> Fiber<Y, R, T> {
         Fiber {
             co: Some(co),
             guard,
+            pending: None,
             _types: PhantomData,
         }
     }
@@ -146,14 +153,34 @@ impl<Y: 'static, R: 'static, T: 'static> Fiber<Y, R, T> {
     }
 
     fn resume_raw(&mut self, input: Input<R>) -> Step<Y, T> {
+        self.join_scoped();
         let co = self
             .co
             .as_mut()
             .expect("suspendware: fiber resumed after its stack was taken");
-        let _guard = ResumeGuard::enter(self.guard);
-        match co.resume(input) {
+        let step = {
+            let _guard = ResumeGuard::enter(self.guard);
+            co.resume(input)
+        };
+        self.pending = take_pending();
+        match step {
             CoroutineResult::Yield(y) => Step::Suspended(y),
             CoroutineResult::Return(t) => Step::Done(t),
+        }
+    }
+
+    /// The scoped job this suspended fiber waits for, while it is not done:
+    /// until then the fiber must be neither resumed nor ended (doing either
+    /// blocks the thread until the job is done).
+    pub(crate) fn scoped_job(&self) -> Option<&Arc<Completion>> {
+        self.pending.as_ref().filter(|c| !c.is_done())
+    }
+
+    /// Blocks until a pending scoped job is done (the fallback that keeps
+    /// its borrows valid when the driver did not wait itself).
+    fn join_scoped(&mut self) {
+        if let Some(c) = self.pending.take() {
+            c.wait();
         }
     }
 
@@ -190,6 +217,7 @@ impl<Y: 'static, R: 'static, T: 'static> Fiber<Y, R, T> {
                 Err(p) => return Cancel::Panicked(p),
             }
         }
+        self.join_scoped();
         let _guard = ResumeGuard::enter(self.guard);
         let co = self.co.as_mut().expect("checked above");
         match panic::catch_unwind(AssertUnwindSafe(|| co.force_unwind())) {
@@ -202,6 +230,7 @@ impl<Y: 'static, R: 'static, T: 'static> Fiber<Y, R, T> {
     /// not finished. `None` if it still could not be finished (the stack is
     /// then dropped, which unmaps it).
     pub(crate) fn into_stack(mut self) -> Option<DefaultStack> {
+        self.join_scoped();
         if !self.is_done() {
             // The caller's own `cancel` reports outcomes when they matter;
             // here only the stack's fate is decided.

@@ -22,6 +22,7 @@ pub(crate) mod clock;
 pub(crate) mod current;
 pub(crate) mod fiber;
 pub(crate) mod overflow;
+pub(crate) mod scoped;
 pub(crate) mod unwind;
 pub(crate) mod waker;
 

@@ -149,7 +149,17 @@ impl Future for FiberSegmentFuture {
                                 Resumed::Response(r)
                             }
                         },
-                        None => Resumed::Poll,
+                        None => {
+                            // Woken while a `blocking` closure still runs
+                            // (another wake-up reached the fiber's waker):
+                            // resuming would only block this thread on it.
+                            if let Some(job) = fiber.scoped_job() {
+                                if job.poll_done(cx).is_pending() {
+                                    return Poll::Pending;
+                                }
+                            }
+                            Resumed::Poll
+                        }
                     };
                     let t0 = this.chain.watchdog.as_ref().map(|w| w.start());
                     let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -222,13 +232,21 @@ struct StackSlot<'a> {
 
 impl Drop for StackSlot<'_> {
     fn drop(&mut self) {
-        let Some(fiber) = self.fiber.take() else {
-            return;
-        };
-        match fiber.into_stack() {
-            Some(stack) => self.chain.pool.release(stack),
-            None => self.chain.pool.forget_one(),
+        if let Some(fiber) = self.fiber.take() {
+            return_stack(self.chain, fiber);
         }
+    }
+}
+
+/// Ends `fiber` (cancelling it if it has not finished) and gives its stack
+/// back to the pool, or its slot if the stack could not be recovered.
+pub(crate) fn return_stack(chain: &Chain, mut fiber: RequestFiber) {
+    if !fiber.is_done() {
+        report_cancel(fiber.cancel());
+    }
+    match fiber.into_stack() {
+        Some(stack) => chain.pool.release(stack),
+        None => chain.pool.forget_one(),
     }
 }
 
@@ -240,6 +258,18 @@ impl Drop for FiberSegmentFuture {
         if let State::Running { fiber, inner } = &mut this.0.state {
             // Innermost first: the async part, then the fiber's frames.
             drop(inner.take());
+            if fiber.scoped_job().is_some() {
+                // A `blocking` closure on another thread still borrows this
+                // fiber's frames: the fiber may not unwind, and its stack
+                // (still counted in use) may not be reused, until the closure
+                // returns. Keep it aside without blocking this thread.
+                if let State::Running { fiber, .. } =
+                    std::mem::replace(&mut this.0.state, State::Done)
+                {
+                    super::orphans::adopt(this.0.chain.clone(), fiber);
+                }
+                return;
+            }
             report_cancel(fiber.cancel());
         }
     }

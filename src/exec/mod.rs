@@ -27,6 +27,7 @@ pub(crate) mod link;
 #[cfg(all(test, loom))]
 mod loom_link;
 pub(crate) mod next;
+pub(crate) mod orphans;
 pub(crate) mod request;
 pub(crate) mod stage;
 pub(crate) mod thread_segment;

@@ -1,0 +1,130 @@
+//! Cancelled requests whose fiber must outlive them for a while.
+//!
+//! When a request is dropped while its fiber waits for a `blocking` closure
+//! that borrows the fiber's frames (`coro::scoped`), the fiber may not be
+//! unwound, and its stack may not be reused or unmapped, until the closure
+//! returns. The request's driver hands the fiber to this thread's
+//! orphanage instead of blocking the thread:
+//!
+//! ```text
+//! drop(request) ─ fiber waits on a scoped job ─> adopt(fiber)
+//!                                                  │ reaper registered on this thread?
+//!                          yes ────────────────────┤──────────────────── no
+//!   kept in ORPHANS; the job's completion wakes    │   the thread waits for the job
+//!   the Reaper task (a local task of the worker),  │   (a blocking join: the borrow
+//!   which cancels the fiber and returns its stack  │   must stay valid), then cancels
+//! ```
+//!
+//! suspendware's `Runtime` (and so `Server`) runs a [`Reaper`] on every
+//! worker. On threads without one (a pipeline driven by the caller's own
+//! current-thread runtime), cancelling such a request waits for the closure:
+//! sound, but it holds the thread for the rest of the closure.
+//!
+//! Stacks of orphans stay counted as in use in their pool until reaped.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use crate::exec::chain::Chain;
+use crate::exec::fiber_locals::RequestFiber;
+use crate::exec::fiber_segment::return_stack;
+
+struct Orphan {
+    chain: Arc<Chain>,
+    fiber: RequestFiber,
+}
+
+#[derive(Default)]
+struct Orphanage {
+    orphans: Vec<Orphan>,
+    /// The waker of this thread's reaper task, while one runs.
+    reaper: Option<Waker>,
+}
+
+thread_local! {
+    static ORPHANS: RefCell<Orphanage> = RefCell::new(Orphanage::default());
+}
+
+/// Takes in a cancelled request's fiber that waits for a scoped job.
+pub(crate) fn adopt(chain: Arc<Chain>, fiber: RequestFiber) {
+    let orphan = Orphan { chain, fiber };
+    let rejected = ORPHANS
+        .try_with(|o| {
+            let mut o = o.borrow_mut();
+            match &o.reaper {
+                Some(w) => {
+                    w.wake_by_ref();
+                    o.orphans.push(orphan);
+                    None
+                }
+                None => Some(orphan),
+            }
+        })
+        .unwrap_or_else(|std::thread::AccessError { .. }| None);
+    if let Some(orphan) = rejected {
+        tracing::debug!(
+            "a cancelled request's blocking closure still borrows its fiber and this thread \
+             runs no suspendware reaper: waiting for the closure"
+        );
+        reap(orphan);
+    }
+}
+
+/// Cancels the orphan's fiber (joining its job if still running) and
+/// returns its stack.
+fn reap(orphan: Orphan) {
+    return_stack(&orphan.chain, orphan.fiber);
+}
+
+/// A worker's local task that reaps orphans as their jobs finish. Never
+/// completes; dropping it reaps what is left (waiting for their jobs).
+#[derive(Debug, Default)]
+pub(crate) struct Reaper {
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Future for Reaper {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let ready: Vec<Orphan> = ORPHANS.with(|o| {
+            let mut o = o.borrow_mut();
+            match &mut o.reaper {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            }
+            let all = std::mem::take(&mut o.orphans);
+            let (ready, waiting): (Vec<_>, Vec<_>) = all.into_iter().partition(|orphan| {
+                orphan
+                    .fiber
+                    .scoped_job()
+                    .is_none_or(|job| job.poll_done(cx).is_ready())
+            });
+            o.orphans = waiting;
+            ready
+        });
+        // Outside the borrow: unwinding a fiber runs user destructors.
+        for orphan in ready {
+            reap(orphan);
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let left = ORPHANS
+            .try_with(|o| {
+                let mut o = o.borrow_mut();
+                o.reaper = None;
+                std::mem::take(&mut o.orphans)
+            })
+            .unwrap_or_default();
+        for orphan in left {
+            reap(orphan);
+        }
+    }
+}
