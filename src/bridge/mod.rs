@@ -13,17 +13,20 @@
 //! thread in Adapt mode). Cleanup through a database or a blocking client
 //! works; the thread is held for as long as the cleanup takes.
 
+pub(crate) mod io;
 pub(crate) mod local;
 mod park;
+pub(crate) mod pool;
 pub(crate) mod span;
 
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use crate::coro::{self, Place};
-use crate::exec::fiber_locals::{Resumed, Suspend};
+use crate::exec::fiber_locals::{FiberLocals, Resumed, Suspend};
 use crate::handoff::{self, Closed};
 
 /// Runs `fut` to completion from sync code on a fiber, suspending the fiber
@@ -70,18 +73,28 @@ pub fn wait<F: Future>(fut: F) -> F::Output {
     }
 }
 
-/// Runs a blocking function on tokio's blocking pool while the fiber is
-/// suspended, and returns its result. A panic in `f` is re-raised here.
+/// Runs a blocking function on a pool thread while the fiber is suspended,
+/// and returns its result. A panic in `f` is re-raised here.
+///
+/// The pool is the pipeline's own bounded one
+/// ([`PipelineBuilder::blocking_threads`](crate::PipelineBuilder::blocking_threads),
+/// default [`DEFAULT_BLOCKING_THREADS`](crate::PipelineBuilder::DEFAULT_BLOCKING_THREADS)):
+/// at most that many closures of the pipeline run at once, on at most that
+/// many dedicated threads; further callers wait suspended (holding no
+/// thread) and are admitted in FIFO order. On a fiber that no pipeline
+/// made, `f` goes to tokio's `spawn_blocking`.
 ///
 /// `f` must be `Send + 'static`: if the request is cancelled, the fiber
 /// unwinds at once while the pool thread may still be running `f` (its
-/// result is then discarded).
+/// result is then discarded; its slot is freed when it returns). A
+/// request cancelled while waiting for a slot never runs `f`.
 ///
 /// On a held thread (Adapt) or in a hop (ThreadHop) `f` simply runs inline,
 /// and so it does in a destructor running during an unwind (module docs).
 ///
 /// # Panics
-/// When called off-fiber (see [`wait`]) or outside a tokio runtime.
+/// When called off-fiber (see [`wait`]) or, on a fiber no pipeline made,
+/// outside a tokio runtime.
 pub fn blocking<F, R>(f: F) -> R
 where
     F: FnOnce() -> R + Send + 'static,
@@ -97,6 +110,9 @@ where
             }
             crate::panic::off_fiber("blocking");
         }
+    }
+    if let Some(pool) = FiberLocals::with(|l| l.blocking_pool().cloned()).flatten() {
+        return pool.run(f);
     }
     let handle = tokio::runtime::Handle::try_current().unwrap_or_else(|_| {
         panic!("suspendware::blocking() needs a tokio runtime: run the pipeline inside one")
@@ -116,4 +132,22 @@ where
         // The closure was dropped unrun (its sender with it).
         Err(Closed) => panic!("suspendware::blocking(): the runtime shut down while the task ran"),
     }
+}
+
+/// Suspends the fiber (not its thread) for `duration`: the blocking-style
+/// `std::thread::sleep` for sync code on a fiber. Other requests run on the
+/// thread meanwhile.
+///
+/// On a held thread (Adapt) or in a hop (ThreadHop) it sleeps that thread
+/// (through [`wait`]); so it does in a destructor running during an unwind.
+/// Needs the tokio runtime's timer (`enable_time`/`enable_all`).
+///
+/// # Panics
+/// When called off-fiber (see [`wait`]): use `tokio::time::sleep(..).await`
+/// in async code.
+pub fn sleep(duration: Duration) {
+    if coro::place() == Place::Off && !crate::exec::request::on_held_thread() {
+        crate::panic::off_fiber("sleep");
+    }
+    wait(tokio::time::sleep(duration));
 }
