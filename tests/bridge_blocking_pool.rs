@@ -196,3 +196,49 @@ fn closures_run_on_the_pool_threads_on_a_fiber_and_inline_on_held_threads() {
         }
     });
 }
+
+#[test]
+fn a_request_cancelled_while_waiting_for_a_slot_never_runs_its_closure() {
+    let _serial = serial();
+    with_deadline(Duration::from_secs(30), || {
+        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+        let gate = Arc::new(Mutex::new(gate_rx));
+        let ran: Arc<Mutex<Vec<String>>> = Arc::default();
+        let p = {
+            let (gate, ran) = (gate.clone(), ran.clone());
+            Pipeline::builder()
+                .blocking_threads(1)
+                .sync(move |req: Request, next: &mut Next| -> Response {
+                    let id = req.uri().path().to_owned();
+                    let (gate, ran) = (gate.clone(), ran.clone());
+                    blocking(move || {
+                        ran.lock().unwrap().push(id.clone());
+                        if id == "/a" {
+                            // Holds the only slot until the test opens the gate.
+                            gate.lock().unwrap().recv().unwrap();
+                        }
+                    });
+                    next.get_response(req)
+                })
+                .view(|_req: Request| async { ok("done") })
+                .build()
+                .unwrap()
+        };
+        rt().block_on(tokio::task::LocalSet::new().run_until(async {
+            let a = tokio::task::spawn_local(p.handle(req("/a")));
+            while ran.lock().unwrap().is_empty() {
+                tokio::task::yield_now().await;
+            }
+            let b = tokio::task::spawn_local(p.handle(req("/b")));
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            b.abort();
+            assert!(b.await.unwrap_err().is_cancelled());
+            gate_tx.send(()).unwrap();
+            assert_eq!(text(&a.await.unwrap()), "done");
+            assert_eq!(text(&p.handle(req("/c")).await), "done");
+        }));
+        assert_eq!(*ran.lock().unwrap(), ["/a", "/c"]);
+    });
+}
