@@ -73,28 +73,26 @@ pub fn wait<F: Future>(fut: F) -> F::Output {
     }
 }
 
-/// Runs a blocking function on a pool thread while the fiber is suspended,
-/// and returns its result. A panic in `f` is re-raised here.
+/// Runs a blocking function on tokio's blocking pool while the fiber is
+/// suspended, and returns its result. A panic in `f` is re-raised here.
 ///
-/// The pool is the pipeline's own bounded one
-/// ([`PipelineBuilder::blocking_threads`](crate::PipelineBuilder::blocking_threads),
-/// default [`DEFAULT_BLOCKING_THREADS`](crate::PipelineBuilder::DEFAULT_BLOCKING_THREADS)):
-/// at most that many closures of the pipeline run at once, on at most that
-/// many dedicated threads; further callers wait suspended (holding no
-/// thread) and are admitted in FIFO order. On a fiber that no pipeline
-/// made, `f` goes to tokio's `spawn_blocking`.
+/// At most [`PipelineBuilder::blocking_threads`](crate::PipelineBuilder::blocking_threads)
+/// closures of one pipeline (default
+/// [`DEFAULT_BLOCKING_THREADS`](crate::PipelineBuilder::DEFAULT_BLOCKING_THREADS))
+/// run at once, so the pipeline occupies at most that many blocking
+/// threads; further calls queue in FIFO order, their fibers suspended
+/// (holding no thread). On a fiber that no pipeline made, `f` goes straight
+/// to `spawn_blocking`.
 ///
 /// `f` must be `Send + 'static`: if the request is cancelled, the fiber
-/// unwinds at once while the pool thread may still be running `f` (its
-/// result is then discarded; its slot is freed when it returns). A
-/// request cancelled while waiting for a slot never runs `f`.
+/// unwinds at once while `f` may still be queued or running; it still runs
+/// to its end and its result is dropped on the pool thread.
 ///
 /// On a held thread (Adapt) or in a hop (ThreadHop) `f` simply runs inline,
 /// and so it does in a destructor running during an unwind (module docs).
 ///
 /// # Panics
-/// When called off-fiber (see [`wait`]) or, on a fiber no pipeline made,
-/// outside a tokio runtime.
+/// When called off-fiber (see [`wait`]) or outside a tokio runtime.
 pub fn blocking<F, R>(f: F) -> R
 where
     F: FnOnce() -> R + Send + 'static,
@@ -111,12 +109,12 @@ where
             crate::panic::off_fiber("blocking");
         }
     }
-    if let Some(pool) = FiberLocals::with(|l| l.blocking_pool().cloned()).flatten() {
-        return pool.run(f);
-    }
     let handle = tokio::runtime::Handle::try_current().unwrap_or_else(|_| {
         panic!("suspendware::blocking() needs a tokio runtime: run the pipeline inside one")
     });
+    if let Some(pool) = FiberLocals::with(|l| l.blocking_pool().cloned()).flatten() {
+        return pool.run(&handle, f);
+    }
     let (tx, rx) = handoff::oneshot::<std::thread::Result<R>>();
     // The JoinHandle is not needed: the result (or the panic) comes back
     // through the hand-off, and dropping the handle detaches the task.

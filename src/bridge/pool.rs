@@ -3,67 +3,67 @@
 //!
 //! ## Design
 //!
-//! * **Admission** is a per-pipeline `tokio::sync::Semaphore` with `limit`
-//!   permits (tokio's semaphore is fair: waiters are served in FIFO order).
-//!   A fiber takes a permit with `wait(..)`, so a caller over the limit
-//!   waits *suspended*, holding no thread; a cancelled caller leaves the
-//!   queue without running its closure.
-//! * **Threads**: at most `limit` dedicated `suspendware-blocking` std
-//!   threads, spawned lazily (one more only when no spawned thread is idle),
-//!   so the process never holds more than `limit` threads for `blocking`
-//!   (tokio's `spawn_blocking` would allow 512). They live as long as the
-//!   pipeline (the job queue's sender closes when the pool drops) and are
-//!   shared by every runtime that runs the pipeline.
-//! * **Job queue**: a `crossbeam-channel` MPMC queue (fibers of any worker
-//!   thread send, pool threads receive). Chosen over the crate's `handoff`
-//!   queue because that one is single-consumer (a runtime worker's job
-//!   queue) and nothing here needs a loom model of its own: the only
-//!   hand-off that races a cancellation (the result going back to a fiber
-//!   that may have been dropped) is the crate's loom-checked `oneshot`.
-//! * The permit is released when the closure returns (or panics), on the
-//!   pool thread, so "closures running at once ≤ limit" holds even for
-//!   closures whose request was cancelled meanwhile.
+//! * **Job queue**: a `crossbeam-channel` MPMC queue, FIFO. Fibers of any
+//!   worker thread send; *drainers* receive. Chosen over the crate's
+//!   `handoff::queue` because that one is single-consumer (a runtime
+//!   worker's job queue) and this queue needs no loom model of its own: the
+//!   one decision that could lose a job (a drainer stopping while a job
+//!   arrives) is taken under the `active` lock (below), and the hand-off
+//!   that races a cancellation (the result going back to a fiber that may
+//!   be gone) is the crate's loom-checked `oneshot`.
+//! * **Drainers**: at most `limit` at once, each a `spawn_blocking` task of
+//!   the calling runtime that runs queued jobs one after another until the
+//!   queue is empty. So at most `limit` closures of the pipeline run at
+//!   once and the pipeline occupies at most `limit` of the runtime's
+//!   blocking threads (not tokio's 512); callers over the cap wait
+//!   *suspended* on their reply, holding no thread, and are served in FIFO
+//!   order. Running on tokio's blocking pool (rather than threads of our
+//!   own) keeps what the existing contract of `blocking` promises: the
+//!   runtime's `thread_name`/`max_blocking_threads` apply, shutting the
+//!   runtime down joins them, and every queued closure runs to its end even
+//!   when its request was cancelled (its result is dropped on the pool
+//!   thread).
+//! * **No lost job**: a sender pushes, *then* takes the lock and starts a
+//!   drainer if fewer than `limit` are active. A drainer that finds the
+//!   queue empty takes the lock, looks again and only then counts itself
+//!   out. Either the sender's critical section comes first (its job was
+//!   pushed before it, so the drainer's second look sees it) or the
+//!   drainer's does (then the sender sees one fewer active and starts one).
 
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+// Not the loom shim's: drainers are real blocking-pool threads, which loom
+// models cannot run; no model calls `blocking` (the oneshot it answers
+// through is modelled).
 use parking_lot::Mutex;
-use tokio::sync::Semaphore;
 
 use crate::handoff::{self, Closed};
 
-/// A unit of work for a pool thread.
+/// A unit of work for a drainer.
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Thread accounting shared with the pool threads.
-#[derive(Default)]
-struct Workers {
-    /// Threads spawned so far (never above the limit).
-    spawned: usize,
-    /// Threads that finished a job and were not yet handed another. May
-    /// over-count once every thread is spawned (harmless: it only decides
-    /// whether to spawn).
-    idle: usize,
+/// The queue and the drainer count, shared with the drainers.
+struct Shared {
+    limit: usize,
+    jobs: Sender<Job>,
+    rx: Receiver<Job>,
+    /// Drainers started and not yet finished (≤ `limit`).
+    active: Mutex<usize>,
 }
 
 /// One pipeline's bounded blocking pool (see the module docs).
 pub(crate) struct BlockingPool {
-    limit: usize,
-    permits: Arc<Semaphore>,
-    jobs: Sender<Job>,
-    /// Cloned into each new pool thread.
-    rx: Receiver<Job>,
-    workers: Arc<Mutex<Workers>>,
+    shared: Arc<Shared>,
 }
 
 impl fmt::Debug for BlockingPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let w = self.workers.lock();
         f.debug_struct("BlockingPool")
-            .field("limit", &self.limit)
-            .field("spawned", &w.spawned)
+            .field("limit", &self.shared.limit)
+            .field("active", &*self.shared.active.lock())
             .finish()
     }
 }
@@ -71,84 +71,106 @@ impl fmt::Debug for BlockingPool {
 impl BlockingPool {
     /// A pool running at most `limit` (≥ 1) closures at once.
     pub(crate) fn new(limit: usize) -> BlockingPool {
-        let limit = limit.max(1);
         let (jobs, rx) = crossbeam_channel::unbounded();
         BlockingPool {
-            limit,
-            permits: Arc::new(Semaphore::new(limit)),
-            jobs,
-            rx,
-            workers: Arc::default(),
+            shared: Arc::new(Shared {
+                limit: limit.max(1),
+                jobs,
+                rx,
+                active: Mutex::new(0),
+            }),
         }
     }
 
-    /// Runs `f` on a pool thread while the calling fiber is suspended
-    /// (first waiting, suspended, for one of the `limit` slots in FIFO
-    /// order). Only for code on a fiber that may suspend.
-    pub(crate) fn run<F, R>(&self, f: F) -> R
+    /// Runs `f` on a blocking-pool thread of `handle`'s runtime while the
+    /// calling fiber is suspended (first waiting, suspended, behind the
+    /// jobs queued before it). Only for code on a fiber that may suspend.
+    pub(crate) fn run<F, R>(&self, handle: &tokio::runtime::Handle, f: F) -> R
     where
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        let permit = super::wait(self.permits.clone().acquire_owned())
-            .expect("suspendware: the blocking pool's semaphore is never closed");
         let (tx, rx) = handoff::oneshot::<std::thread::Result<R>>();
-        self.dispatch(Box::new(move || {
-            let out = panic::catch_unwind(AssertUnwindSafe(f));
-            drop(permit);
-            // Err: the request was cancelled and its fiber dropped the
-            // receiver; the result (or panic payload) is dropped here.
-            drop(tx.send(out));
-        }));
+        self.submit(
+            handle,
+            Box::new(move || {
+                let out = panic::catch_unwind(AssertUnwindSafe(f));
+                // Err: the request was cancelled and its fiber dropped the
+                // receiver; the result (or panic payload) is dropped here.
+                drop(tx.send(out));
+            }),
+        );
         match super::wait(rx) {
             Ok(Ok(v)) => v,
             Ok(Err(payload)) => panic::resume_unwind(payload),
+            // The job was dropped unrun (its sender with it).
             Err(Closed) => {
-                panic!("suspendware::blocking(): the pool thread was lost while the closure ran")
+                panic!("suspendware::blocking(): the runtime shut down while the task ran")
             }
         }
     }
 
-    /// Hands `job` to an idle pool thread, or to a new one while fewer than
-    /// `limit` exist.
-    fn dispatch(&self, job: Job) {
-        let spawn = {
-            let mut w = self.workers.lock();
-            if w.idle > 0 {
-                w.idle -= 1;
-                false
-            } else if w.spawned < self.limit {
-                w.spawned += 1;
-                true
-            } else {
-                false
+    /// Queues `job` and starts a drainer if fewer than `limit` run.
+    fn submit(&self, handle: &tokio::runtime::Handle, job: Job) {
+        // The pool holds a receiver itself, so the channel is never closed.
+        drop(self.shared.jobs.send(job));
+        let start = {
+            let mut active = self.shared.active.lock();
+            let start = *active < self.shared.limit;
+            if start {
+                *active += 1;
             }
+            start
         };
-        if spawn {
-            let (rx, workers) = (self.rx.clone(), self.workers.clone());
-            let started = std::thread::Builder::new()
-                .name("suspendware-blocking".into())
-                .spawn(move || work(rx, workers));
-            if let Err(e) = started {
-                self.workers.lock().spawned -= 1;
-                tracing::error!(
-                    error = %e,
-                    "suspendware: could not start a blocking-pool thread; running the closure \
-                     on tokio's blocking pool instead (raise the process's thread limit)"
-                );
-                drop(tokio::task::spawn_blocking(job));
-                return;
-            }
+        if start {
+            let slot = Slot {
+                shared: self.shared.clone(),
+                held: true,
+            };
+            // The JoinHandle is not needed: results go back through the
+            // oneshots; dropping it detaches the task. A task dropped unrun
+            // (the runtime is shutting down) gives its slot back (`Slot`).
+            drop(handle.spawn_blocking(move || drain(slot)));
         }
-        // The pool holds a receiver itself, so the channel is never closed here.
-        drop(self.jobs.send(job));
     }
 }
 
-/// A pool thread's loop: ends when the pool (the last sender) is dropped.
-fn work(rx: Receiver<Job>, workers: Arc<Mutex<Workers>>) {
-    while let Ok(job) = rx.recv() {
-        job();
-        workers.lock().idle += 1;
+/// A drainer's place in `active`. Given back by `drain` under the lock
+/// when it stops, or by `Drop` if the drainer never ran.
+struct Slot {
+    shared: Arc<Shared>,
+    held: bool,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.held {
+            *self.shared.active.lock() -= 1;
+        }
+    }
+}
+
+/// A drainer: runs queued jobs until the queue is empty (see "No lost job").
+fn drain(mut slot: Slot) {
+    let shared = slot.shared.clone();
+    loop {
+        match shared.rx.try_recv() {
+            Ok(job) => {
+                // A job catches `f`'s panic itself; only the drop of a
+                // cancelled request's result can panic here. Contained, so
+                // the drainer goes on with the queue.
+                if let Err(p) = panic::catch_unwind(AssertUnwindSafe(job)) {
+                    crate::coro::drop_payload(p);
+                }
+            }
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
+                let mut active = shared.active.lock();
+                if shared.rx.is_empty() {
+                    *active -= 1;
+                    slot.held = false;
+                    return;
+                }
+            }
+        }
     }
 }

@@ -270,9 +270,9 @@ impl PipelineBuilder {
     /// Caps how many [`crate::blocking`] closures called from this
     /// pipeline's fibers run at once (default
     /// [`DEFAULT_BLOCKING_THREADS`](Self::DEFAULT_BLOCKING_THREADS); at least
-    /// 1). They run on at most `n` dedicated threads, started as needed and
-    /// kept while the pipeline lives; further callers wait suspended,
-    /// holding no thread, and are admitted first come, first served.
+    /// 1), and so how many of the runtime's blocking threads the pipeline
+    /// occupies. Further calls queue first come, first served, their fibers
+    /// suspended (holding no thread).
     ///
     /// Size it by Little's law: rate of `blocking` calls × their duration
     /// (not requests in flight × request time, as Adapt mode's threads).
