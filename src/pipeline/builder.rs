@@ -111,6 +111,12 @@ impl PipelineBuilder {
     /// calls times their duration: 64 covers 12,800 calls/s of 5 ms (6,400
     /// of 10 ms), while staying well below tokio's 512 so that a slow
     /// dependency cannot make the process hold hundreds of threads.
+    /// Measured (release, 2 shared cores, one current-thread worker, 4,000
+    /// concurrent calls of 5 ms): cap 16 → 2,940 calls/s, 64 → 10,700
+    /// (84% of its Little bound), 256 → 20,700, 512 → 16,300 (362
+    /// threads): past ~100 threads the worker thread itself, not the cap,
+    /// limits a worker, so 64 per pipeline costs little throughput and
+    /// bounds the threads.
     pub const DEFAULT_BLOCKING_THREADS: usize = 64;
 }
 
