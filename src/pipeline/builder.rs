@@ -80,6 +80,7 @@ impl fmt::Debug for PipelineBuilder {
             .field("stack_wait", &self.stack_wait)
             .field("stack_idle_timeout", &self.stack_idle_timeout)
             .field("stack_hot_set", &self.stack_hot_set)
+            .field("blocking_threads", &self.blocking_threads)
             .finish()
     }
 }
