@@ -109,7 +109,7 @@ pub mod __bench;
 pub use body::{Body, Request, Response};
 pub use bridge::local::{NoRequest, RequestLocal};
 pub use bridge::span::{enter_span, SpanGuard};
-pub use bridge::{blocking, wait};
+pub use bridge::{blocking, sleep, wait};
 pub use exec::next::{AsyncNext, Next};
 pub use exec::watchdog::StallStats;
 pub use future::LocalBoxFuture;
@@ -132,6 +132,13 @@ pub mod decorators {
     pub use crate::pipeline::decorators::{
         require_get, require_http_methods, require_post, RequireMethods,
     };
+}
+
+/// Blocking-style I/O for sync code on a fiber: [`io::SyncIo`] wraps a
+/// tokio stream as `std::io::Read + Write`, suspending the fiber (not the
+/// thread) while the stream is not ready.
+pub mod io {
+    pub use crate::bridge::io::SyncIo;
 }
 
 /// What runs where: the plan a pipeline was built with, and the

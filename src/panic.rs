@@ -56,6 +56,16 @@ pub(crate) fn off_fiber(api: &'static str) -> ! {
              In async code use tokio::task::spawn_blocking(..).await; in plain threads call \
              the function directly."
         }
+        "sleep" => {
+            "suspendware::sleep() only works in sync code that a Pipeline runs on a fiber (or on \
+             its held threads). In async code use tokio::time::sleep(..).await; in plain \
+             threads std::thread::sleep."
+        }
+        "SyncIo" => {
+            "suspendware::io::SyncIo only reads and writes in sync code that a Pipeline runs on a \
+             fiber (or on its held threads). In async code use the stream's AsyncRead/AsyncWrite \
+             with .await."
+        }
         _ => {
             "Next::get_response() must be called by the middleware that received the Next, \
              on the same thread, during its call (not from another thread or after it returned)."

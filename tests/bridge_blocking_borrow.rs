@@ -34,7 +34,9 @@ impl Conn {
 fn a_blocking_closure_borrows_the_middlewares_locals_and_the_request() {
     let p = Pipeline::builder()
         .sync(|req: Request, next: &mut Next| {
-            let mut conn = Conn { queries: Vec::new() };
+            let mut conn = Conn {
+                queries: Vec::new(),
+            };
             let mut seen: Vec<String> = Vec::new();
             let n = blocking(|| {
                 seen.extend(req.headers().keys().map(|k| k.to_string()));
@@ -143,7 +145,9 @@ fn on_the_runtime_a_cancelled_borrowing_request_keeps_its_stack_and_the_worker_s
         .unwrap();
 
     let slow = mt.spawn(handle.dispatch(&p, req("/slow")));
-    wait_for("the closure to start", || probe.started.load(Ordering::SeqCst));
+    wait_for("the closure to start", || {
+        probe.started.load(Ordering::SeqCst)
+    });
     slow.abort(); // the client went away
     let _ = mt.block_on(slow);
 
@@ -154,7 +158,10 @@ fn on_the_runtime_a_cancelled_borrowing_request_keeps_its_stack_and_the_worker_s
     let during = probe.writes.load(Ordering::SeqCst);
     let stats = p.stack_stats();
     if !probe.closure_done.load(Ordering::SeqCst) {
-        assert_eq!(stats.in_use, 1, "the orphan's stack stays in use: {stats:?}");
+        assert_eq!(
+            stats.in_use, 1,
+            "the orphan's stack stays in use: {stats:?}"
+        );
     }
 
     // The next request needs the only stack: it gets it after the closure.
@@ -183,7 +190,9 @@ fn without_a_reaper_cancelling_waits_for_the_borrowing_closure() {
             while poll_once(f.as_mut()).is_ready() {
                 unreachable!("the closure takes 100 ms");
             }
-            wait_for("the closure to start", || probe.started.load(Ordering::SeqCst));
+            wait_for("the closure to start", || {
+                probe.started.load(Ordering::SeqCst)
+            });
             drop(f); // waits for the closure: its borrow must stay valid
         });
         assert!(probe.closure_done.load(Ordering::SeqCst));

@@ -435,9 +435,12 @@ async fn settle(what: &str, mut done: impl FnMut() -> bool) {
 
 /// 10,000 requests suspend (half in `blocking()` on a gate the pool threads
 /// block at, half in an async view waiting for a signal); half of them are
-/// dropped while suspended. Then the gates open. Every guard on every
+/// dropped while suspended. Those waiting in the async view unwind at once;
+/// those waiting for a `blocking` closure (which may borrow their frames)
+/// keep their fiber and stack until the closure returns, and the thread's
+/// `Reaper` unwinds them then. Then the gates open. Every guard on every
 /// fiber and future is dropped; every blocking closure runs to its end;
-/// the payloads of cancelled requests are dropped on the pool thread; the
+/// the payloads of cancelled requests go back to their fiber; the
 /// live half answers correctly; the pool is whole.
 #[test]
 fn cancellation_storm() {
@@ -449,6 +452,7 @@ fn cancellation_storm() {
     let cancelled = |id: u64| (id / 2).is_multiple_of(2); // 0,1 cancelled; 2,3 live; ...
     let rt = runtime(16);
     let local = tokio::task::LocalSet::new();
+    local.spawn_local(suspendware::runtime::Reaper::new());
     local.block_on(&rt, async {
         let handles: Vec<(u64, JoinHandle<Response>)> = (0..REQUESTS)
             .map(|id| (id, tokio::task::spawn_local(pipeline.handle(request(id)))))
@@ -469,17 +473,20 @@ fn cancellation_storm() {
             let e = h.await.expect_err("an aborted request must not answer");
             assert!(e.is_cancelled(), "request {id}: {e}");
         }
-        // The cancelled half unwound: its stacks are back, its guards gone.
+        // The cancelled requests waiting in the view unwound: their stacks
+        // are back, their guards gone. Those waiting for a blocking closure
+        // (even ids) keep their fiber, frames and stack until it returns.
+        let in_blocking = REQUESTS as usize / 4;
         let stats = pipeline.stack_stats();
-        assert_eq!(stats.in_use, live.len(), "{stats:?}");
+        assert_eq!(stats.in_use, live.len() + in_blocking, "{stats:?}");
         let made = c.guards_made.load(Ordering::SeqCst);
         let dropped_guards = c.guards_dropped.load(Ordering::SeqCst);
         // outer + blocker on every request, async + view on the odd ones.
         assert_eq!(made, (REQUESTS * 2 + REQUESTS / 2 * 2) as usize);
         assert_eq!(
             dropped_guards,
-            REQUESTS as usize / 2 * 3,
-            "guards of cancelled requests"
+            REQUESTS as usize / 4 * 4,
+            "guards of cancelled requests that were not in a blocking closure"
         );
 
         gate.open();
@@ -491,9 +498,13 @@ fn cancellation_storm() {
             assert_eq!(resp.headers()["x-trail"], "async,blocker,outer");
         }
         // Blocking closures of cancelled requests finish after their
-        // request is gone; wait for every one of them.
+        // request is gone; the reaper then unwinds their fibers.
         settle("all blocking closures finishing", || {
             c.payloads_dropped.load(Ordering::SeqCst) == REQUESTS as usize / 2
+        })
+        .await;
+        settle("every orphaned fiber reaped", || {
+            pipeline.stack_stats().in_use == 0
         })
         .await;
     });
@@ -508,9 +519,10 @@ fn cancellation_storm() {
     assert_eq!(c.blocking_finished.load(Ordering::SeqCst), half);
     assert_eq!(c.payloads_made.load(Ordering::SeqCst), half);
     assert_eq!(c.payloads_dropped.load(Ordering::SeqCst), half);
-    // Requests with even ids used blocking(); half of those were cancelled
-    // and their payloads were dropped on the pool thread by `send`.
-    assert_eq!(c.payloads_dropped_on_pool.load(Ordering::SeqCst), half / 2);
+    // Requests with even ids used blocking(); half of those were cancelled,
+    // and their payloads went back to their fiber (dropped as it unwound),
+    // never on the pool thread.
+    assert_eq!(c.payloads_dropped_on_pool.load(Ordering::SeqCst), 0);
     assert_eq!(
         c.guards_made.load(Ordering::SeqCst),
         c.guards_dropped.load(Ordering::SeqCst)

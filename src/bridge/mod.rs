@@ -13,18 +13,21 @@
 //! thread in Adapt mode). Cleanup through a database or a blocking client
 //! works; the thread is held for as long as the cleanup takes.
 
+pub(crate) mod io;
 pub(crate) mod local;
 mod park;
+pub(crate) mod pool;
 pub(crate) mod span;
 
 use std::future::Future;
 use std::panic;
 use std::pin::pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use crate::coro::{self, Place};
-use crate::exec::fiber_locals::{Resumed, Suspend};
 use crate::coro::scoped;
+use crate::coro::{self, Place};
+use crate::exec::fiber_locals::{FiberLocals, Resumed, Suspend};
 use crate::loom::sync::Arc;
 
 /// Runs `fut` to completion from sync code on a fiber, suspending the fiber
@@ -100,6 +103,14 @@ pub fn wait<F: Future>(fut: F) -> F::Output {
 /// cancellation when `f` returns); elsewhere the cancelling thread waits
 /// for `f`. The fiber's stack counts as in use in its pool until then.
 ///
+/// At most [`PipelineBuilder::blocking_threads`](crate::PipelineBuilder::blocking_threads)
+/// closures of one pipeline (default
+/// [`DEFAULT_BLOCKING_THREADS`](crate::PipelineBuilder::DEFAULT_BLOCKING_THREADS))
+/// run at once, so the pipeline occupies at most that many blocking
+/// threads; further calls queue in FIFO order, their fibers suspended
+/// (holding no thread). On a fiber that no pipeline made, `f` goes straight
+/// to `spawn_blocking`.
+///
 /// On a held thread (Adapt) or in a hop (ThreadHop) `f` simply runs inline,
 /// and so it does in a destructor running during an unwind (module docs).
 ///
@@ -125,10 +136,15 @@ where
     let handle = tokio::runtime::Handle::try_current().unwrap_or_else(|_| {
         panic!("suspendware::blocking() needs a tokio runtime: run the pipeline inside one")
     });
+    let pool = FiberLocals::with(|l| l.blocking_pool().cloned()).flatten();
     let spawn = |job: scoped::Job| {
-        // The JoinHandle is not needed: the job completes its `Completion`
-        // when it has run or when it is dropped unrun.
-        drop(handle.spawn_blocking(move || job.run()));
+        let work: Box<dyn FnOnce() + Send> = Box::new(move || job.run());
+        match &pool {
+            Some(pool) => pool.submit(&handle, work),
+            // The JoinHandle is not needed: the job completes its
+            // `Completion` when it has run or when it is dropped unrun.
+            None => drop(handle.spawn_blocking(work)),
+        }
     };
     let park = |done: &Arc<scoped::Completion>| {
         wait(std::future::poll_fn(|cx| done.poll_done(cx)));
@@ -138,4 +154,22 @@ where
         Some(Err(payload)) => panic::resume_unwind(payload),
         None => panic!("suspendware::blocking(): the runtime shut down before the closure ran"),
     }
+}
+
+/// Suspends the fiber (not its thread) for `duration`: the blocking-style
+/// `std::thread::sleep` for sync code on a fiber. Other requests run on the
+/// thread meanwhile.
+///
+/// On a held thread (Adapt) or in a hop (ThreadHop) it sleeps that thread
+/// (through [`wait`]); so it does in a destructor running during an unwind.
+/// Needs the tokio runtime's timer (`enable_time`/`enable_all`).
+///
+/// # Panics
+/// When called off-fiber (see [`wait`]): use `tokio::time::sleep(..).await`
+/// in async code.
+pub fn sleep(duration: Duration) {
+    if coro::place() == Place::Off && !crate::exec::request::on_held_thread() {
+        crate::panic::off_fiber("sleep");
+    }
+    wait(tokio::time::sleep(duration));
 }

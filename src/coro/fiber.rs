@@ -29,10 +29,10 @@ use corosensei::stack::{DefaultStack, Stack};
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 
 use super::current::{take_pending, Header, Hooks};
-use super::scoped::Completion;
-use crate::loom::sync::Arc;
 use super::overflow;
+use super::scoped::Completion;
 use super::unwind::Cancelled;
+use crate::loom::sync::Arc;
 
 /// How many times a cancelled fiber may catch its [`Cancelled`] unwind and
 /// suspend again before corosensei's forced unwind takes over.

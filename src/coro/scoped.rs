@@ -143,7 +143,9 @@ impl<R> Slot<R> {
 unsafe fn erase<'a>(f: Box<dyn FnOnce() + Send + 'a>) -> Box<dyn FnOnce() + Send + 'static> {
     // SAFETY: the two types differ only in the trait object's lifetime bound
     // (same layout); the caller upholds that the borrow outlives every use.
-    unsafe { std::mem::transmute::<Box<dyn FnOnce() + Send + 'a>, Box<dyn FnOnce() + Send + 'static>>(f) }
+    unsafe {
+        std::mem::transmute::<Box<dyn FnOnce() + Send + 'a>, Box<dyn FnOnce() + Send + 'static>>(f)
+    }
 }
 
 /// Waits for the job on any way out of `run` (normal or unwinding), and

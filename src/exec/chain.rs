@@ -17,6 +17,7 @@ use std::sync::Arc;
 use http::StatusCode;
 
 use crate::body::{Request, Response};
+use crate::bridge::pool::BlockingPool;
 use crate::bridge::span::LayerSpan;
 use crate::exec::boundary::{catch_sync, to_response, CatchPanic};
 use crate::exec::fiber_locals::FiberLocals;
@@ -43,6 +44,8 @@ pub(crate) struct Chain {
     /// suspending; `None` when turned off.
     pub(crate) watchdog: Option<Watchdog>,
     pub(crate) adapt: AdaptAdmission,
+    /// Where `blocking` runs closures called from this pipeline's fibers.
+    pub(crate) blocking: Arc<BlockingPool>,
 }
 
 impl Chain {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use tracing::Span;
 
 use crate::body::{Request, Response};
+use crate::bridge::pool::BlockingPool;
 use crate::coro::{self, Fiber, Hooks};
 use crate::exec::request::RequestCtx;
 
@@ -63,6 +64,8 @@ pub(crate) struct FiberLocals {
     id: u64,
     /// The request this fiber works for (its `RequestLocal` values).
     request: Option<Arc<RequestCtx>>,
+    /// The pipeline's bounded pool for `blocking` (from the chain).
+    blocking: Option<Arc<BlockingPool>>,
     /// Spans the pipeline entered on this fiber (innermost last). They are
     /// exited while the fiber is suspended so that another request's code
     /// never runs inside them, and re-entered when it resumes.
@@ -73,10 +76,14 @@ pub(crate) struct FiberLocals {
 }
 
 impl FiberLocals {
-    pub(crate) fn new(request: Option<Arc<RequestCtx>>) -> FiberLocals {
+    pub(crate) fn new(
+        request: Option<Arc<RequestCtx>>,
+        blocking: Option<Arc<BlockingPool>>,
+    ) -> FiberLocals {
         FiberLocals {
             id: NEXT_ID.with(|c| c.replace(c.get().wrapping_add(1))),
             request,
+            blocking,
             spans: RefCell::new(Vec::new()),
             active: Cell::new(NO_LAYER),
         }
@@ -100,6 +107,11 @@ impl FiberLocals {
     /// The request this fiber works for.
     pub(crate) fn request(&self) -> Option<&Arc<RequestCtx>> {
         self.request.as_ref()
+    }
+
+    /// The pipeline's blocking pool, if a pipeline made this fiber.
+    pub(crate) fn blocking_pool(&self) -> Option<&Arc<BlockingPool>> {
+        self.blocking.as_ref()
     }
 
     /// Enters `span` for the code that runs on this fiber until the matching

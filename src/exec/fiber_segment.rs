@@ -107,7 +107,7 @@ fn start_fiber(
     let fiber = RequestFiber::new(
         stack,
         chain.pool.stack_size(),
-        FiberLocals::new(Some(rctx.clone())),
+        FiberLocals::new(Some(rctx.clone()), Some(chain.blocking.clone())),
         move || body_chain.call_sync(layers.start, layers.end, *req, Backend::Fiber),
     );
     State::Running { fiber, inner: None }

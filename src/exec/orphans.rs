@@ -16,8 +16,8 @@
 //! ```
 //!
 //! suspendware's `Runtime` (and so `Server`) runs a [`Reaper`] on every
-//! worker. On threads without one (a pipeline driven by the caller's own
-//! current-thread runtime), cancelling such a request waits for the closure:
+//! worker; users driving pipelines on their own `LocalSet` spawn one. On
+//! threads without one, cancelling such a request waits for the closure:
 //! sound, but it holds the thread for the rest of the closure.
 //!
 //! Stacks of orphans stay counted as in use in their pool until reaped.
@@ -40,7 +40,9 @@ struct Orphan {
 #[derive(Default)]
 struct Orphanage {
     orphans: Vec<Orphan>,
-    /// The waker of this thread's reaper task, while one runs.
+    /// Reapers made on this thread and not yet dropped.
+    reapers: usize,
+    /// The waker of this thread's reaper task, once it has been polled.
     reaper: Option<Waker>,
 }
 
@@ -54,14 +56,14 @@ pub(crate) fn adopt(chain: Arc<Chain>, fiber: RequestFiber) {
     let rejected = ORPHANS
         .try_with(|o| {
             let mut o = o.borrow_mut();
-            match &o.reaper {
-                Some(w) => {
-                    w.wake_by_ref();
-                    o.orphans.push(orphan);
-                    None
-                }
-                None => Some(orphan),
+            if o.reapers == 0 {
+                return Some(orphan);
             }
+            if let Some(w) = &o.reaper {
+                w.wake_by_ref();
+            }
+            o.orphans.push(orphan);
+            None
         })
         .unwrap_or_else(|std::thread::AccessError { .. }| None);
     if let Some(orphan) = rejected {
@@ -79,11 +81,43 @@ fn reap(orphan: Orphan) {
     return_stack(&orphan.chain, orphan.fiber);
 }
 
-/// A worker's local task that reaps orphans as their jobs finish. Never
-/// completes; dropping it reaps what is left (waiting for their jobs).
-#[derive(Debug, Default)]
-pub(crate) struct Reaper {
+/// A local task that finishes, on its thread, cancelled requests whose
+/// [`blocking`](crate::blocking) closure still borrowed their fiber: when
+/// the closure returns, it unwinds the fiber and returns its stack.
+///
+/// suspendware's [`Runtime`](crate::runtime::Runtime) (and so the server)
+/// runs one on every worker. If you drive pipelines on your own
+/// current-thread runtime, spawn one on the `LocalSet` that runs them;
+/// without it, dropping such a request waits for its closure.
+///
+/// ```
+/// let local = tokio::task::LocalSet::new();
+/// local.spawn_local(suspendware::runtime::Reaper::new());
+/// ```
+///
+/// It never completes; dropping it finishes what is left (waiting for the
+/// closures).
+#[derive(Debug)]
+pub struct Reaper {
     _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Reaper {
+    /// A reaper for this thread: create it on the thread that will poll
+    /// it (as `spawn_local` does). Orphans are kept for it from now on,
+    /// even before its first poll.
+    pub fn new() -> Reaper {
+        ORPHANS.with(|o| o.borrow_mut().reapers += 1);
+        Reaper {
+            _not_send: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Default for Reaper {
+    fn default() -> Reaper {
+        Reaper::new()
+    }
 }
 
 impl Future for Reaper {
@@ -119,6 +153,14 @@ impl Drop for Reaper {
         let left = ORPHANS
             .try_with(|o| {
                 let mut o = o.borrow_mut();
+                o.reapers -= 1;
+                if o.reapers > 0 {
+                    // Another reaper of this thread takes over.
+                    if let Some(w) = &o.reaper {
+                        w.wake_by_ref();
+                    }
+                    return Vec::new();
+                }
                 o.reaper = None;
                 std::mem::take(&mut o.orphans)
             })

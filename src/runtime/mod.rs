@@ -24,6 +24,7 @@ mod serve;
 mod shutdown;
 mod worker;
 
+pub use crate::exec::orphans::Reaper;
 pub use builder::RuntimeBuilder;
 pub use dispatch::{Dispatch, RuntimeHandle};
 pub use error::{DispatchError, RuntimeError};

@@ -184,7 +184,7 @@ pub(crate) fn spawn(
         };
         // Reaps cancelled requests whose `blocking` closure still borrowed
         // their fiber, without blocking this worker (`exec::orphans`).
-        local.spawn_local(crate::exec::orphans::Reaper::default());
+        local.spawn_local(crate::exec::orphans::Reaper::new());
         let report = local.block_on(&rt, work.serve(start, grace));
         // Drop what outlived the deadline inside the runtime's context, so
         // cancelled fibers unwind with timers and I/O still reachable.

@@ -1,0 +1,145 @@
+//! A pipeline's bounded blocking pool: what [`crate::blocking`] runs its
+//! closures on when called from a fiber.
+//!
+//! ## Design
+//!
+//! * **Job queue**: a `crossbeam-channel` MPMC queue, FIFO. Fibers of any
+//!   worker thread send; *drainers* receive. Chosen over the crate's
+//!   `handoff::queue` because that one is single-consumer (a runtime
+//!   worker's job queue) and this queue needs no loom model of its own: the
+//!   one decision that could lose a job (a drainer stopping while a job
+//!   arrives) is taken under the `active` lock (below), and the hand-off
+//!   that races a cancellation (the job's completion vs the fiber's
+//!   cancellation) is `coro::scoped`'s `Completion`, loom-checked.
+//! * **Drainers**: at most `limit` at once, each a `spawn_blocking` task of
+//!   the calling runtime that runs queued jobs one after another until the
+//!   queue is empty. So at most `limit` closures of the pipeline run at
+//!   once and the pipeline occupies at most `limit` of the runtime's
+//!   blocking threads (not tokio's 512); callers over the cap wait
+//!   *suspended* on their reply, holding no thread, and are served in FIFO
+//!   order. Running on tokio's blocking pool (rather than threads of our
+//!   own) keeps what the existing contract of `blocking` promises: the
+//!   runtime's `thread_name`/`max_blocking_threads` apply, shutting the
+//!   runtime down joins them, and every queued closure runs to its end even
+//!   when its request was cancelled (the closure may borrow the cancelled
+//!   fiber's frames, which are kept until it returns: `coro::scoped`).
+//! * **No lost job**: a sender pushes, *then* takes the lock and starts a
+//!   drainer if fewer than `limit` are active. A drainer that finds the
+//!   queue empty takes the lock, looks again and only then counts itself
+//!   out. Either the sender's critical section comes first (its job was
+//!   pushed before it, so the drainer's second look sees it) or the
+//!   drainer's does (then the sender sees one fewer active and starts one).
+
+use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+// Not the loom shim's: drainers are real blocking-pool threads, which loom
+// models cannot run; no model calls `blocking` (the oneshot it answers
+// through is modelled).
+use parking_lot::Mutex;
+
+/// A unit of work for a drainer.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The queue and the drainer count, shared with the drainers.
+struct Shared {
+    limit: usize,
+    jobs: Sender<Job>,
+    rx: Receiver<Job>,
+    /// Drainers started and not yet finished (≤ `limit`).
+    active: Mutex<usize>,
+}
+
+/// One pipeline's bounded blocking pool (see the module docs).
+pub(crate) struct BlockingPool {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for BlockingPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlockingPool")
+            .field("limit", &self.shared.limit)
+            .field("active", &*self.shared.active.lock())
+            .finish()
+    }
+}
+
+impl BlockingPool {
+    /// A pool running at most `limit` (≥ 1) closures at once.
+    pub(crate) fn new(limit: usize) -> BlockingPool {
+        let (jobs, rx) = crossbeam_channel::unbounded();
+        BlockingPool {
+            shared: Arc::new(Shared {
+                limit: limit.max(1),
+                jobs,
+                rx,
+                active: Mutex::new(0),
+            }),
+        }
+    }
+
+    /// Queues `job` and starts a drainer if fewer than `limit` run.
+    pub(crate) fn submit(&self, handle: &tokio::runtime::Handle, job: Job) {
+        // The pool holds a receiver itself, so the channel is never closed.
+        drop(self.shared.jobs.send(job));
+        let start = {
+            let mut active = self.shared.active.lock();
+            let start = *active < self.shared.limit;
+            if start {
+                *active += 1;
+            }
+            start
+        };
+        if start {
+            let slot = Slot {
+                shared: self.shared.clone(),
+                held: true,
+            };
+            // The JoinHandle is not needed: each job completes its fiber's
+            // `Completion`; dropping it detaches the task. A task dropped unrun
+            // (the runtime is shutting down) gives its slot back (`Slot`).
+            drop(handle.spawn_blocking(move || drain(slot)));
+        }
+    }
+}
+
+/// A drainer's place in `active`. Given back by `drain` under the lock
+/// when it stops, or by `Drop` if the drainer never ran.
+struct Slot {
+    shared: Arc<Shared>,
+    held: bool,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.held {
+            *self.shared.active.lock() -= 1;
+        }
+    }
+}
+
+/// A drainer: runs queued jobs until the queue is empty (see "No lost job").
+fn drain(mut slot: Slot) {
+    let shared = slot.shared.clone();
+    loop {
+        match shared.rx.try_recv() {
+            Ok(job) => {
+                // A job catches `f`'s panic itself; contained here anyway,
+                // so the drainer goes on with the queue.
+                if let Err(p) = panic::catch_unwind(AssertUnwindSafe(job)) {
+                    crate::coro::drop_payload(p);
+                }
+            }
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
+                let mut active = shared.active.lock();
+                if shared.rx.is_empty() {
+                    *active -= 1;
+                    slot.held = false;
+                    return;
+                }
+            }
+        }
+    }
+}
