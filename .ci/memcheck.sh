@@ -20,4 +20,4 @@ export "$var"="valgrind -q --tool=memcheck --error-exitcode=9"
 cargo test --lib -- coro:: --test-threads=1
 cargo test --test core_waker --test core_unwind --test core_drop_paths \
   --test core_context_lifetime --test context_request_local_nesting \
-  --test core_bridge --test core_cancel -- --test-threads=1
+  --test core_bridge --test core_cancel --test bridge_blocking_borrow -- --test-threads=1

@@ -187,7 +187,10 @@ fn without_a_reaper_cancelling_waits_for_the_borrowing_closure() {
         let rt = rt();
         rt.block_on(async {
             let mut f = Box::pin(p.handle(req("/slow")));
-            assert!(poll_once(f.as_mut()).is_pending(), "the closure takes 100 ms");
+            assert!(
+                poll_once(f.as_mut()).is_pending(),
+                "the closure takes 100 ms"
+            );
             wait_for("the closure to start", || {
                 probe.started.load(Ordering::SeqCst)
             });

@@ -21,6 +21,8 @@
 pub(crate) mod clock;
 pub(crate) mod current;
 pub(crate) mod fiber;
+#[cfg(all(test, loom))]
+mod loom_scoped;
 pub(crate) mod overflow;
 pub(crate) mod scoped;
 pub(crate) mod unwind;

@@ -41,7 +41,7 @@ struct State {
 }
 
 impl Completion {
-    fn new() -> Completion {
+    pub(crate) fn new() -> Completion {
         Completion {
             state: Mutex::new(State {
                 done: false,
@@ -102,6 +102,18 @@ pub(crate) struct Job {
 }
 
 impl Job {
+    /// A job from an already erased closure (the loom models).
+    #[cfg(all(test, loom))]
+    pub(crate) fn for_model(
+        work: Box<dyn FnOnce() + Send + 'static>,
+        completion: Arc<Completion>,
+    ) -> Job {
+        Job {
+            work: Some(work),
+            completion,
+        }
+    }
+
     /// Runs the closure (its panic is caught and handed back to the fiber).
     pub(crate) fn run(mut self) {
         if let Some(work) = self.work.take() {
