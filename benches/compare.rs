@@ -54,6 +54,9 @@ fn main() {
         let _ = std::io::stdout().flush();
         std::process::exit(0);
     }
+    if argv.first().map(String::as_str) == Some("--profile") {
+        std::process::exit(profile(&argv[1..]));
+    }
     if !benching {
         std::process::exit(smoke());
     }
@@ -160,6 +163,42 @@ fn smoke() -> i32 {
     println!("compare smoke (run with `cargo bench --bench compare` for the real harness)");
     println!("{passed} passed, {failed} failed");
     i32::from(failed > 0)
+}
+
+/// `--profile MODE K D_MS REQUESTS`: REQUESTS sequential requests of one
+/// mode through K working layers on a current-thread runtime, and nothing
+/// else (no sampler, no watchdog, no histogram): for `valgrind
+/// --tool=callgrind` or `perf`, where two request counts give the marginal
+/// instructions per request. Not for `block_in_place` (multi-thread).
+fn profile(a: &[String]) -> i32 {
+    let parsed = (|| {
+        Some((
+            modes::Mode::parse(a.first()?)?,
+            a.get(1)?.parse::<usize>().ok()?,
+            a.get(2)?.parse::<u64>().ok()?,
+            a.get(3)?.parse::<u64>().ok()?,
+        ))
+    })();
+    let Some((mode, k, d_ms, reqs)) = parsed.filter(|p| !p.0.multi_thread()) else {
+        eprintln!("usage: compare --profile MODE K D_MS REQUESTS (not block_in_place)");
+        return 2;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let local = tokio::task::LocalSet::new();
+    let ok = local.block_on(&rt, async move {
+        let h = modes::Handler::new(mode, k, common::ViewKind::from_ms(d_ms));
+        let mut ok = 0u64;
+        for _ in 0..reqs {
+            let resp = h.handle(common::request()).await;
+            ok += u64::from(resp.status() == http::StatusCode::OK);
+        }
+        ok
+    });
+    println!("{} requests, {ok} ok", mode.name());
+    i32::from(ok != reqs)
 }
 
 /// `--replot`: the tables and the plot again from a previous `runs.csv`.
