@@ -15,6 +15,8 @@ mod args;
 mod cell;
 #[path = "common/mod.rs"]
 mod common;
+#[path = "compare/depth.rs"]
+mod depth;
 #[path = "compare/hist.rs"]
 mod hist;
 #[path = "compare/modes.rs"]
@@ -53,6 +55,10 @@ fn main() {
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
         std::process::exit(0);
+    }
+    if argv.first().map(String::as_str) == Some("--stack-depth") {
+        let k = argv.get(1).and_then(|k| k.parse().ok()).unwrap_or(5);
+        std::process::exit(depth::run(k));
     }
     if argv.first().map(String::as_str) == Some("--profile") {
         std::process::exit(profile(&argv[1..]));
