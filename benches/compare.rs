@@ -15,6 +15,8 @@ mod args;
 mod cell;
 #[path = "common/mod.rs"]
 mod common;
+#[path = "compare/depth.rs"]
+mod depth;
 #[path = "compare/hist.rs"]
 mod hist;
 #[path = "compare/modes.rs"]
@@ -48,7 +50,18 @@ fn main() {
             std::process::exit(2)
         });
         println!("{}", cell::run(&spec).to_line());
-        return;
+        // Leave without dropping the runtime: a mode whose threads are still
+        // blocked (block_in_place, threads) would make the drop wait.
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        std::process::exit(0);
+    }
+    if argv.first().map(String::as_str) == Some("--stack-depth") {
+        let k = argv.get(1).and_then(|k| k.parse().ok()).unwrap_or(5);
+        std::process::exit(depth::run(k));
+    }
+    if argv.first().map(String::as_str) == Some("--profile") {
+        std::process::exit(profile(&argv[1..]));
     }
     if !benching {
         std::process::exit(smoke());
@@ -66,7 +79,9 @@ fn main() {
     std::process::exit(orchestrate(&opts));
 }
 
-/// Runs one cell in a child process, with a generous time limit.
+/// Runs one cell in a child process. The child bounds itself (it reports
+/// `hung=1` past `cell::hang_limit`); if it does not answer 30 s after that
+/// it is killed and the run is recorded as hung too.
 fn run_child(spec: &CellSpec) -> Result<CellResult, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
     let mut child = Command::new(exe)
@@ -75,7 +90,7 @@ fn run_child(spec: &CellSpec) -> Result<CellResult, String> {
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| format!("cannot start child: {e}"))?;
-    let limit = Duration::from_secs_f64(spec.secs * 10.0 + 60.0);
+    let limit = cell::hang_limit(spec) + Duration::from_secs(30);
     let start = Instant::now();
     loop {
         match child.try_wait() {
@@ -83,7 +98,10 @@ fn run_child(spec: &CellSpec) -> Result<CellResult, String> {
             Ok(None) if start.elapsed() > limit => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("child exceeded {limit:?}; killed"));
+                eprintln!("child exceeded {limit:?}; killed, recorded as hung");
+                let mut hung = CellResult::default();
+                hung.fields.insert("hung", 1.0);
+                return Ok(hung);
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => return Err(format!("waiting for child: {e}")),
@@ -133,7 +151,11 @@ fn smoke() -> i32 {
             stack_kib: 0,
         };
         match run_child(&spec) {
-            Ok(r) if r.get("requests") >= 20.0 && r.get("errors") == 0.0 => passed += 1,
+            Ok(r)
+                if r.get("hung") == 0.0 && r.get("requests") >= 20.0 && r.get("errors") == 0.0 =>
+            {
+                passed += 1
+            }
             Ok(r) => {
                 eprintln!("compare smoke: {}: bad result {r:?}", mode.name());
                 failed += 1;
@@ -147,6 +169,42 @@ fn smoke() -> i32 {
     println!("compare smoke (run with `cargo bench --bench compare` for the real harness)");
     println!("{passed} passed, {failed} failed");
     i32::from(failed > 0)
+}
+
+/// `--profile MODE K D_MS REQUESTS`: REQUESTS sequential requests of one
+/// mode through K working layers on a current-thread runtime, and nothing
+/// else (no sampler, no watchdog, no histogram): for `valgrind
+/// --tool=callgrind` or `perf`, where two request counts give the marginal
+/// instructions per request. Not for `block_in_place` (multi-thread).
+fn profile(a: &[String]) -> i32 {
+    let parsed = (|| {
+        Some((
+            modes::Mode::parse(a.first()?)?,
+            a.get(1)?.parse::<usize>().ok()?,
+            a.get(2)?.parse::<u64>().ok()?,
+            a.get(3)?.parse::<u64>().ok()?,
+        ))
+    })();
+    let Some((mode, k, d_ms, reqs)) = parsed.filter(|p| !p.0.multi_thread()) else {
+        eprintln!("usage: compare --profile MODE K D_MS REQUESTS (not block_in_place)");
+        return 2;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let local = tokio::task::LocalSet::new();
+    let ok = local.block_on(&rt, async move {
+        let h = modes::Handler::new(mode, k, common::ViewKind::from_ms(d_ms));
+        let mut ok = 0u64;
+        for _ in 0..reqs {
+            let resp = h.handle(common::request()).await;
+            ok += u64::from(resp.status() == http::StatusCode::OK);
+        }
+        ok
+    });
+    println!("{} requests, {ok} ok", mode.name());
+    i32::from(ok != reqs)
 }
 
 /// `--replot`: the tables and the plot again from a previous `runs.csv`.
@@ -171,6 +229,7 @@ fn replot(o: &Options) -> i32 {
         .collect();
     let summary = report::summarize(&runs, &ns, &ds, &modes);
     println!("{}", report::markdown(&summary, &ds, o.k));
+    println!("{}", report::peer_table(&summary, &ns, &ds, &modes, o.k));
     let svg = o.out.join("compare.svg");
     if let Err(e) = plot::draw(&svg, &summary, &ns, &ds, &modes, o.k) {
         eprintln!("error: drawing {}: {e}", svg.display());
@@ -264,6 +323,19 @@ fn orchestrate(o: &Options) -> i32 {
                         stack_kib: o.stack_kib,
                     };
                     match run_child(&spec) {
+                        Ok(result) if result.get("hung") > 0.0 => {
+                            eprintln!(
+                                "[{i:>3}/{total}] {:<12} N={n:<6} D={d_ms:<3} HUNG (no end after {:.0} s; {:.0} requests done)",
+                                mode.name(),
+                                cell::hang_limit(&spec).as_secs_f64(),
+                                result.get("requests"),
+                            );
+                            runs.push(Run {
+                                spec,
+                                repeat,
+                                result,
+                            });
+                        }
                         Ok(result) => {
                             eprintln!(
                                 "[{i:>3}/{total}] {:<12} N={n:<6} D={d_ms:<3} {:>10.0} req/s  p99 {:>8.2} ms  threads {:>4.0}  RSS {:>7.1} MiB",
@@ -295,6 +367,10 @@ fn orchestrate(o: &Options) -> i32 {
     facts.push(("wall_s", format!("{:.1}", started.elapsed().as_secs_f64())));
     let summary = report::summarize(&runs, &o.ns, &o.ds, &o.modes);
     println!("{}", report::markdown(&summary, &o.ds, o.k));
+    println!(
+        "{}",
+        report::peer_table(&summary, &o.ns, &o.ds, &o.modes, o.k)
+    );
     if let Err(e) = report::write_files(&o.out, &runs, &summary, &facts) {
         eprintln!("error: writing results to {}: {e}", o.out.display());
         return 1;

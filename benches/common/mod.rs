@@ -274,7 +274,7 @@ impl ThreadHold {
     }
 }
 
-fn run_layers(
+pub fn run_layers(
     left: usize,
     work: bool,
     req: Request,

@@ -9,8 +9,10 @@ usage: cargo bench --bench compare -- [options]
   --quick            short form: N=100,1000,10000, 0.3 s per cell, 1 run (about half a minute)
   --n LIST           concurrent requests, comma-separated (default 100,1000,10000,30000)
   --d LIST           view delays in ms, comma-separated; 0 = yield once (default 0,20)
-  --modes LIST       modes to run (default suspend,native_async,adapt,thread_hop;
-                     thread_hold = a hand-made spawn_blocking chain, a cross-check of adapt)
+  --modes LIST       modes to run (default suspend,tower,stackful,block_in_place,threads,
+                     suspendware_async,adapt,thread_hop; thread_hold = a hand-made
+                     spawn_blocking chain, a cross-check of adapt; native_async = old
+                     name of suspendware_async)
   --repeats R        runs of every cell; medians are reported (default 3; 1 with --quick)
   --secs S           load duration of one cell, seconds (default 1.0)
   --k K              sync middleware layers (default 5)

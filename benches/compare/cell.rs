@@ -12,14 +12,19 @@
 //! working size, as in a server under steady load. The baseline RSS is read
 //! before the warm-up, so "RSS per request" includes what the pools keep.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use suspendware::{Request, Response};
+use tokio::task::JoinHandle;
 
 use crate::common::{self, ViewKind};
 use crate::hist::Histogram;
-use crate::modes::{Handler, Mode};
+use crate::modes::{self, Handler, Mode};
 use crate::probe::{self, Sampler, StackProbe};
 
 /// What a child process runs.
@@ -69,6 +74,7 @@ pub struct CellResult {
 
 /// The measured fields, in output order.
 pub const FIELDS: &[&str] = &[
+    "hung",
     "requests",
     "errors",
     "elapsed_s",
@@ -118,12 +124,20 @@ struct Tally {
     hist: Histogram,
 }
 
-async fn client(handler: Rc<Handler>, tally: Rc<RefCell<Tally>>, deadline: Instant) {
+type SharedTally = Arc<Mutex<Tally>>;
+
+/// The closed loop of one client. The tally is behind a mutex (uncontended
+/// except in the multi-thread mode) so that the hang watchdog can read it.
+async fn client<F, Fut>(call: F, tally: SharedTally, deadline: Instant)
+where
+    F: Fn(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     loop {
         let start = Instant::now();
-        let resp = handler.handle(common::request()).await;
+        let resp = call(common::request()).await;
         let took = start.elapsed();
-        let mut t = tally.borrow_mut();
+        let mut t = tally.lock().unwrap_or_else(|e| e.into_inner());
         t.requests += 1;
         if resp.status() != http::StatusCode::OK {
             t.errors += 1;
@@ -136,72 +150,176 @@ async fn client(handler: Rc<Handler>, tally: Rc<RefCell<Tally>>, deadline: Insta
     }
 }
 
-/// Runs the cell on a current-thread runtime with a `LocalSet` (suspendware
-/// futures are `!Send`; the thread-hold mode adds tokio's blocking pool,
-/// 512 threads at most).
-pub fn run(spec: &CellSpec) -> CellResult {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, measure(spec))
+/// How a cell's requests are started: on a `LocalSet` (current-thread
+/// runtime, `!Send` handlers) or as `Send` tasks of a multi-thread runtime.
+#[derive(Clone)]
+enum Driver {
+    Local(Rc<Handler>),
+    BlockInPlace { k: usize, view: ViewKind },
 }
 
-async fn measure(spec: &CellSpec) -> CellResult {
-    let handler = Rc::new(Handler::new(
-        spec.mode,
-        spec.k,
-        ViewKind::from_ms(spec.d_ms),
-    ));
-    let _ = handler.handle(common::request()).await;
+impl Driver {
+    fn client(&self, tally: SharedTally, deadline: Instant) -> JoinHandle<()> {
+        match self {
+            Driver::Local(h) => {
+                let h = h.clone();
+                tokio::task::spawn_local(client(move |r| h.handle(r), tally, deadline))
+            }
+            &Driver::BlockInPlace { k, view } => tokio::spawn(client(
+                move |r| modes::block_in_place_request(k, view, r),
+                tally,
+                deadline,
+            )),
+        }
+    }
+
+    fn one(&self) -> JoinHandle<Response> {
+        match self {
+            Driver::Local(h) => {
+                let h = h.clone();
+                tokio::task::spawn_local(async move { h.handle(common::request()).await })
+            }
+            &Driver::BlockInPlace { k, view } => {
+                tokio::spawn(modes::block_in_place_request(k, view, common::request()))
+            }
+        }
+    }
+
+    fn pipeline(&self) -> Option<&suspendware::Pipeline> {
+        match self {
+            Driver::Local(h) => h.pipeline(),
+            Driver::BlockInPlace { .. } => None,
+        }
+    }
+}
+
+/// How long a cell may take in all (warm-up included) before the child
+/// declares it hung: 10 s plus 3× the load duration.
+pub fn hang_limit(spec: &CellSpec) -> Duration {
+    Duration::from_secs_f64(10.0 + 3.0 * spec.secs)
+}
+
+/// Runs the cell on a current-thread runtime with a `LocalSet` (suspendware
+/// futures are `!Send`; the thread-hold modes add tokio's blocking pool,
+/// 512 threads at most), or for `block_in_place` on the default
+/// multi-thread runtime (one worker per core, 512 blocking threads).
+///
+/// A watchdog thread bounds the cell: past [`hang_limit`] it prints the
+/// result so far with `hung=1` and ends the process (a hung runtime cannot
+/// be shut down), so a mode that deadlocks is reported, not waited for.
+pub fn run(spec: &CellSpec) -> CellResult {
+    // Keep stderr readable when a mode fails every request by panicking.
+    let panics = std::sync::atomic::AtomicUsize::new(0);
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if panics.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 2 {
+            default_hook(info);
+        }
+    }));
+    if spec.mode.multi_thread() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let driver = Driver::BlockInPlace {
+            k: spec.k,
+            view: ViewKind::from_ms(spec.d_ms),
+        };
+        rt.block_on(measure(spec, driver))
+    } else {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            let h = Handler::new(spec.mode, spec.k, ViewKind::from_ms(spec.d_ms));
+            measure(spec, Driver::Local(Rc::new(h))).await
+        })
+    }
+}
+
+fn watchdog(spec: &CellSpec, tally: SharedTally, started: Instant) -> Arc<AtomicBool> {
+    let done = Arc::new(AtomicBool::new(false));
+    let flag = done.clone();
+    let limit = hang_limit(spec);
+    std::thread::Builder::new()
+        .name("hang-watchdog".into())
+        .spawn(move || {
+            while started.elapsed() < limit {
+                if flag.load(Ordering::Acquire) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let (requests, errors) = match tally.try_lock() {
+                Ok(t) => (t.requests, t.errors),
+                Err(_) => (0, 0),
+            };
+            let mut f = BTreeMap::new();
+            f.insert("hung", 1.0);
+            f.insert("requests", requests as f64);
+            f.insert("errors", errors as f64);
+            f.insert("elapsed_s", started.elapsed().as_secs_f64());
+            println!("{}", CellResult { fields: f }.to_line());
+            use std::io::Write as _;
+            let _ = std::io::stdout().flush();
+            std::process::exit(0);
+        })
+        .expect("spawn watchdog thread");
+    done
+}
+
+async fn measure(spec: &CellSpec, driver: Driver) -> CellResult {
+    let tally: SharedTally = Arc::new(Mutex::new(Tally {
+        requests: 0,
+        errors: 0,
+        hist: Histogram::new(),
+    }));
+    let done = watchdog(spec, tally.clone(), Instant::now());
+    let _ = driver.one().await;
     let base_threads = probe::status_field("Threads");
     let base_rss = probe::status_field("VmRSS");
-    let warm: Vec<_> = (0..spec.n)
-        .map(|_| {
-            let h = handler.clone();
-            tokio::task::spawn_local(async move { h.handle(common::request()).await })
-        })
-        .collect();
+    let warm: Vec<_> = (0..spec.n).map(|_| driver.one()).collect();
     for w in warm {
         w.await.expect("warm-up task panicked");
     }
-    let stacks: Option<StackProbe> = handler.pipeline().cloned().map(|p| {
+    let stacks: Option<StackProbe> = driver.pipeline().cloned().map(|p| {
         Box::new(move || {
             let s = p.stack_stats();
             (s.in_use, s.waiting)
         }) as StackProbe
     });
-    let tally = Rc::new(RefCell::new(Tally {
-        requests: 0,
-        errors: 0,
-        hist: Histogram::new(),
-    }));
     let sampler = Sampler::start(Duration::from_millis(2), stacks);
 
     let cpu0 = probe::cpu_time();
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(spec.secs);
     let clients: Vec<_> = (0..spec.n)
-        .map(|_| tokio::task::spawn_local(client(handler.clone(), tally.clone(), deadline)))
+        .map(|_| driver.client(tally.clone(), deadline))
         .collect();
     for c in clients {
         c.await.expect("client task panicked");
     }
     let elapsed = start.elapsed();
+    done.store(true, Ordering::Release);
     let cpu_end = probe::cpu_time();
     let peaks = sampler.finish();
     let cpu = cpu_end.saturating_sub(cpu0).saturating_sub(peaks.own_cpu);
     let hwm = probe::status_field("VmHWM").max(peaks.rss_kib);
 
-    let t = tally.borrow();
+    let t = tally.lock().unwrap_or_else(|e| e.into_inner());
     let hist = &t.hist;
     let reqs = t.requests as f64;
+    let ok = (t.requests - t.errors) as f64;
     let mut f = BTreeMap::new();
+    f.insert("hung", 0.0);
     f.insert("requests", reqs);
     f.insert("errors", t.errors as f64);
     f.insert("elapsed_s", elapsed.as_secs_f64());
-    f.insert("throughput_rps", reqs / elapsed.as_secs_f64());
+    // Successful requests only (failed ones, e.g. a thread that could not
+    // be spawned, are counted in `errors`).
+    f.insert("throughput_rps", ok / elapsed.as_secs_f64());
     f.insert("p50_ms", hist.quantile(0.50).as_secs_f64() * 1e3);
     f.insert("p99_ms", hist.quantile(0.99).as_secs_f64() * 1e3);
     // Process CPU (all threads but the sampler), in 10 ms ticks.

@@ -8,13 +8,17 @@ use plotters::prelude::*;
 use crate::modes::Mode;
 use crate::report::Summary;
 
-const COLORS: [RGBColor; 6] = [
+const COLORS: [RGBColor; 10] = [
     RGBColor(0x1f, 0x77, 0xb4),
     RGBColor(0x2c, 0xa0, 0x2c),
     RGBColor(0xd6, 0x27, 0x28),
     RGBColor(0x94, 0x67, 0xbd),
     RGBColor(0xff, 0x7f, 0x0e),
     RGBColor(0x8c, 0x56, 0x4b),
+    RGBColor(0xe3, 0x77, 0xc2),
+    RGBColor(0x7f, 0x7f, 0x7f),
+    RGBColor(0xbc, 0xbd, 0x22),
+    RGBColor(0x17, 0xbe, 0xcf),
 ];
 
 type PlotResult = Result<(), Box<dyn std::error::Error>>;
@@ -46,6 +50,8 @@ pub fn draw(
             let pts = |m: Mode| -> Vec<(f64, f64)> {
                 s.iter()
                     .filter(|x| x.mode == m && x.d_ms == d)
+                    // Hung cells have no medians: no point.
+                    .filter(|x| x.median.get(field).is_finite())
                     .map(|x| (x.n as f64, x.median.get(field).max(1.0)))
                     .filter(|p| p.1.is_finite())
                     .collect()

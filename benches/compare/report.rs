@@ -21,6 +21,8 @@ pub struct Summary {
     pub n: usize,
     pub d_ms: u64,
     pub runs: usize,
+    /// Runs that hung (did not finish within `cell::hang_limit`).
+    pub hung: usize,
     pub median: CellResult,
 }
 
@@ -51,17 +53,26 @@ pub fn summarize(runs: &[Run], ns: &[usize], ds: &[u64], modes: &[Mode]) -> Vec<
                 if mine.is_empty() {
                     continue;
                 }
+                let hung = mine.iter().filter(|r| r.result.get("hung") > 0.0).count();
+                // Medians over the runs that finished (a hung run's partial
+                // counts say nothing about throughput).
+                let finished: Vec<&&Run> = mine
+                    .iter()
+                    .filter(|r| r.result.get("hung") <= 0.0)
+                    .collect();
                 let mut median_result = CellResult::default();
                 for f in FIELDS {
-                    median_result
-                        .fields
-                        .insert(f, median(mine.iter().map(|r| r.result.get(f)).collect()));
+                    median_result.fields.insert(
+                        f,
+                        median(finished.iter().map(|r| r.result.get(f)).collect()),
+                    );
                 }
                 out.push(Summary {
                     mode,
                     n,
                     d_ms: d,
                     runs: mine.len(),
+                    hung,
                     median: median_result,
                 });
             }
@@ -76,12 +87,70 @@ fn find(s: &[Summary], mode: Mode, n: usize, d: u64) -> Option<&Summary> {
 
 fn ratio(s: &[Summary], x: &Summary, base: Mode) -> String {
     match find(s, base, x.n, x.d_ms) {
-        Some(b) => format!(
+        Some(b) if b.hung < b.runs && x.hung < x.runs => format!(
             "{:.2}×",
             x.median.get("throughput_rps") / b.median.get("throughput_rps")
         ),
-        None => "–".into(),
+        _ => "–".into(),
     }
+}
+
+/// Throughput, or how many runs hung.
+fn rps(x: &Summary) -> String {
+    if x.hung == x.runs {
+        format!("hung ({}/{})", x.hung, x.runs)
+    } else if x.hung > 0 {
+        format!(
+            "{:.0} (hung {}/{})",
+            x.median.get("throughput_rps"),
+            x.hung,
+            x.runs
+        )
+    } else {
+        format!("{:.0}", x.median.get("throughput_rps"))
+    }
+}
+
+/// The peers side by side: req/s and RSS/req of every mode per (N, D), and
+/// suspend's ratios to tower and stackful.
+pub fn peer_table(s: &[Summary], ns: &[usize], ds: &[u64], modes: &[Mode], k: usize) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "\n#### Peers, K={k}: req/s and RSS/req KiB (medians); suspend ÷ tower, suspend ÷ stackful\n"
+    );
+    md.push_str("| D ms | N |");
+    for m in modes {
+        let _ = write!(md, " {} |", m.name());
+    }
+    md.push_str(" suspend ÷ tower | suspend ÷ stackful |\n|---:|---:|");
+    for _ in modes {
+        md.push_str("---:|");
+    }
+    md.push_str("---:|---:|\n");
+    for &d in ds {
+        for &n in ns {
+            let _ = write!(md, "| {d} | {n} |");
+            for &m in modes {
+                match find(s, m, n, d) {
+                    Some(x) if x.hung < x.runs => {
+                        let _ =
+                            write!(md, " {} / {:.2} |", rps(x), x.median.get("rss_per_req_kib"));
+                    }
+                    Some(x) => {
+                        let _ = write!(md, " {} |", rps(x));
+                    }
+                    None => md.push_str(" – |"),
+                }
+            }
+            let r = |base| match find(s, Mode::Suspend, n, d) {
+                Some(x) => ratio(s, x, base),
+                None => "–".into(),
+            };
+            let _ = writeln!(md, " {} | {} |", r(Mode::Tower), r(Mode::Stackful));
+        }
+    }
+    md
 }
 
 /// The Markdown tables (one per view delay).
@@ -95,7 +164,7 @@ pub fn markdown(s: &[Summary], ds: &[u64], k: usize) -> String {
         };
         let _ = writeln!(md, "\n#### K={k} sync middleware, {view} (medians)\n");
         md.push_str(
-            "| N | mode | req/s | vs native | p50 ms | p99 ms | CPU µs/req | peak threads | peak RSS MiB \
+            "| N | mode | req/s | vs tower | p50 ms | p99 ms | CPU µs/req | peak threads | peak RSS MiB \
              | RSS/req KiB | peak stacks (waiting) | errors |\n",
         );
         md.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
@@ -112,11 +181,11 @@ pub fn markdown(s: &[Summary], ds: &[u64], k: usize) -> String {
             };
             let _ = writeln!(
                 md,
-                "| {} | {} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} | {:.2} | {} | {:.0} |",
+                "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} | {:.2} | {} | {:.0} |",
                 x.n,
                 x.mode.name(),
-                m.get("throughput_rps"),
-                ratio(s, x, Mode::Async),
+                rps(x),
+                ratio(s, x, Mode::Tower),
                 m.get("p50_ms"),
                 m.get("p99_ms"),
                 m.get("cpu_us_per_req"),
@@ -146,7 +215,7 @@ pub fn write_files(
         csv.push_str(f);
     }
     csv.push('\n');
-    let mut sum_csv = csv.replace(",repeat", ",runs");
+    let mut sum_csv = csv.replace(",repeat", ",runs,hung_runs");
     for r in runs {
         let _ = write!(
             csv,
@@ -162,7 +231,15 @@ pub fn write_files(
         csv.push('\n');
     }
     for x in s {
-        let _ = write!(sum_csv, "{},{},{},{}", x.mode.name(), x.n, x.d_ms, x.runs);
+        let _ = write!(
+            sum_csv,
+            "{},{},{},{},{}",
+            x.mode.name(),
+            x.n,
+            x.d_ms,
+            x.runs,
+            x.hung
+        );
         for f in FIELDS {
             let _ = write!(sum_csv, ",{}", x.median.get(f));
         }
@@ -181,11 +258,12 @@ pub fn write_files(
         let sep = if i == 0 { "" } else { "," };
         let _ = write!(
             js,
-            "{sep}\n    {{\"mode\": \"{}\", \"n\": {}, \"d_ms\": {}, \"runs\": {}",
+            "{sep}\n    {{\"mode\": \"{}\", \"n\": {}, \"d_ms\": {}, \"runs\": {}, \"hung_runs\": {}",
             x.mode.name(),
             x.n,
             x.d_ms,
-            x.runs
+            x.runs,
+            x.hung
         );
         for f in FIELDS {
             let v = x.median.get(f);
@@ -243,7 +321,13 @@ pub fn read_runs(path: &Path, secs: f64, k: usize) -> Result<Vec<Run>, String> {
         let mode = Mode::parse(col("mode")?).ok_or(format!("unknown mode in: {line}"))?;
         let mut result = CellResult::default();
         for f in FIELDS {
-            result.fields.insert(f, num(f)?);
+            // `hung` is newer than some recorded runs.csv files.
+            let v = if *f == "hung" && !header.contains(&"hung") {
+                0.0
+            } else {
+                num(f)?
+            };
+            result.fields.insert(f, v);
         }
         let spec = CellSpec {
             mode,

@@ -1,0 +1,157 @@
+//! `compare --stack-depth K`: how deep one request's sync chain goes on its
+//! coroutine stack, in `suspend` and `stackful`, and how many pages of that
+//! stack one request leaves resident (what RSS per suspended request pays).
+//!
+//! Each of the K working layers first calls `probe`, which records an
+//! address in its own frame (just below the layer's frame); the innermost
+//! layer also finds the stack's mapping in `/proc/self/maps`. After the
+//! request, `mincore` counts the resident pages of that mapping: the stack
+//! is fresh (a new pipeline; stackful maps a new stack per coroutine) and
+//! stays mapped after the request (suspendware's pool keeps it, stackful
+//! caches one), so the count is what one request touched, including the
+//! frames below the innermost layer (the suspension, the view's wait).
+
+use std::cell::RefCell;
+
+use suspendware::{Next, Pipeline, Request, Response};
+
+use crate::common::{self, sync_layer, ViewKind};
+
+thread_local! {
+    /// Addresses recorded by `probe`, outermost layer first.
+    static ADDRS: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    /// The mapping (start, end) holding the innermost layer's frame.
+    static REGION: RefCell<Option<(usize, usize)>> = const { RefCell::new(None) };
+}
+
+/// Records an address in a frame just below the caller's.
+#[inline(never)]
+pub fn probe(innermost: bool) {
+    let marker = 0u8;
+    let addr = std::hint::black_box(&marker) as *const u8 as usize;
+    ADDRS.with(|a| a.borrow_mut().push(addr));
+    if innermost {
+        REGION.with(|r| *r.borrow_mut() = mapping_of(addr));
+    }
+}
+
+fn mapping_of(addr: usize) -> Option<(usize, usize)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines().find_map(|l| {
+        let range = l.split_whitespace().next()?;
+        let (a, b) = range.split_once('-')?;
+        let (a, b) = (
+            usize::from_str_radix(a, 16).ok()?,
+            usize::from_str_radix(b, 16).ok()?,
+        );
+        (a <= addr && addr < b).then_some((a, b))
+    })
+}
+
+/// Resident pages of `[start, end)`.
+fn resident_pages(start: usize, end: usize) -> usize {
+    let page = 4096;
+    let n = (end - start) / page;
+    let mut vec = vec![0u8; n];
+    // SAFETY: `start..end` is a whole mapping from /proc/self/maps (page
+    // aligned) and `vec` has one byte per page, as mincore requires.
+    let rc = unsafe { libc::mincore(start as *mut libc::c_void, end - start, vec.as_mut_ptr()) };
+    if rc != 0 {
+        return 0;
+    }
+    vec.iter().filter(|b| **b & 1 == 1).count()
+}
+
+/// `common::run_layers` (the chain of the `stackful` mode) with a probe at
+/// the top of each layer.
+fn run_layers_probed(
+    left: usize,
+    req: Request,
+    inner: &mut dyn FnMut(Request) -> Response,
+) -> Response {
+    if left == 0 {
+        return inner(req);
+    }
+    probe(left == 1);
+    sync_layer(true, req, |r| run_layers_probed(left - 1, r, inner))
+}
+
+fn suspend_pipeline(k: usize) -> Pipeline {
+    let mut b = Pipeline::builder();
+    for i in 0..k {
+        let innermost = i + 1 == k;
+        b = b.sync(suspendware::named(
+            format!("probe{i}"),
+            move |req: Request, next: &mut Next| {
+                probe(innermost);
+                sync_layer(true, req, |r| next.get_response(r))
+            },
+        ));
+    }
+    let view = ViewKind::Yield;
+    b.view(move |req: Request| view.run(req))
+        .build()
+        .expect("probe pipeline builds")
+}
+
+/// Runs the probe for both modes and prints a small report.
+pub fn run(k: usize) -> i32 {
+    if k == 0 {
+        eprintln!("--stack-depth needs K >= 1");
+        return 2;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let local = tokio::task::LocalSet::new();
+    println!("K={k} working sync layers, view yields once; one request on a fresh stack");
+    println!("| mode | stack size | outermost layer at (bytes below top) | bytes per further layer | innermost layer at | resident stack pages after the request |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for mode in ["suspend", "stackful"] {
+        ADDRS.with(|a| a.borrow_mut().clear());
+        REGION.with(|r| *r.borrow_mut() = None);
+        local.block_on(&rt, async {
+            match mode {
+                "suspend" => {
+                    let p = suspend_pipeline(k);
+                    let _ = p.handle(common::request()).await;
+                    report(mode, k);
+                }
+                _ => {
+                    let view = ViewKind::Yield;
+                    let _ = stackful::stackful(move || {
+                        run_layers_probed(k, common::request(), &mut |r| {
+                            stackful::wait(view.run(r))
+                        })
+                    })
+                    .await;
+                    report(mode, k);
+                }
+            }
+        });
+    }
+    0
+}
+
+fn report(mode: &str, k: usize) {
+    let addrs = ADDRS.with(|a| a.borrow().clone());
+    let Some((start, end)) = REGION.with(|r| *r.borrow()) else {
+        println!("| {mode} | ? | ? | ? | ? | ? |");
+        return;
+    };
+    let (outer, inner) = (addrs[0], addrs[addrs.len() - 1]);
+    let per_layer = if k > 1 {
+        format!("{}", (outer - inner) / (k - 1))
+    } else {
+        "–".into()
+    };
+    println!(
+        "| {mode} | {} KiB | {} | {per_layer} | {} | {} ({} KiB) |",
+        (end - start) / 1024,
+        end - outer,
+        end - inner,
+        resident_pages(start, end),
+        resident_pages(start, end) * 4,
+    );
+}
