@@ -47,6 +47,7 @@ usage() {
 Options (or the environment variables in brackets):
   --modes LIST      suspend,suspend-inline,adapt,hop,async [MODES]
   --db-latency-ms MS  blocking sleep in every database call (0) [DB_LATENCY_MS]
+  --db-pool N       database connections (legacy_server's default, 16) [DB_POOL]
   --anon            no session cookie (no database calls)  [SESSION=0]
   --conns LIST      1000,10000                             [CONNS]
   --duration S      seconds of measured load per run (10)  [DURATION]
@@ -72,6 +73,7 @@ REPEATS=${REPEATS:-3}
 DELAY_MS=${DELAY_MS:-20}
 DB_LATENCY_MS=${DB_LATENCY_MS:-0}
 SESSION=${SESSION:-1}
+DB_POOL=${DB_POOL:-16}
 PIN=${PIN:-1}
 TOOL=${TOOL:-}
 SUMMARIZE=0
@@ -87,6 +89,7 @@ while [[ $# -gt 0 ]]; do
         --delay-ms) DELAY_MS=$2; shift 2 ;;
         --db-latency-ms) DB_LATENCY_MS=$2; shift 2 ;;
         --anon) SESSION=0; shift ;;
+        --db-pool) DB_POOL=$2; shift 2 ;;
         --no-pin) PIN=0; shift ;;
         --quick) DURATION=3 WARMUP=1 REPEATS=1; shift ;;
         --tool) TOOL=$2; shift 2 ;;
@@ -264,7 +267,7 @@ run_one() { # repeat mode conns
     # shellcheck disable=SC2046 # mode_args is a list of flags
     RUST_LOG=${RUST_LOG:-info} "${SRV_PREFIX[@]}" "$SERVER" --addr "127.0.0.1:$port" \
         --workers "$WORKERS" $(mode_args "$mode") --view-delay-ms "$DELAY_MS" \
-        --db-latency-ms "$DB_LATENCY_MS" >"$slog" 2>&1 &
+        --db-latency-ms "$DB_LATENCY_MS" --db-pool "$DB_POOL" >"$slog" 2>&1 &
     SERVER_PID=$!
     if ! wait_ready "$port" "$SERVER_PID"; then
         log "server did not come up ($tag); log: $slog"
@@ -343,7 +346,7 @@ run_one() { # repeat mode conns
 }
 
 log "modes ${MODE_LIST[*]}; connections ${CONN_LIST[*]}; ${DURATION}s (+${WARMUP}s warm-up) x $REPEATS;" \
-    "view ${DELAY_MS} ms; db latency ${DB_LATENCY_MS} ms; session $SESSION; workers $WORKERS; pin=$PIN (server cpus ${SERVER_CPUS}, load cpus ${LOAD_CPUS})"
+    "view ${DELAY_MS} ms; db latency ${DB_LATENCY_MS} ms, pool $DB_POOL; session $SESSION; workers $WORKERS; pin=$PIN (server cpus ${SERVER_CPUS}, load cpus ${LOAD_CPUS})"
 START_LOAD=$(cat /proc/loadavg)
 for ((rep = 1; rep <= REPEATS; rep++)); do
     for conns in "${CONN_LIST[@]}"; do
@@ -360,7 +363,7 @@ fi
 # --- summary -----------------------------------------------------------------
 SUMMARY_CSV=$OUT/summary.csv
 {
-    echo "## HTTP end to end: legacy_server, GET / (view awaits ${DELAY_MS} ms; $( ((SESSION)) && echo "logged in: 2 database reads" || echo "anonymous: no database call"), db latency ${DB_LATENCY_MS} ms), $TOOL, ${DURATION} s runs, median of $REPEATS"
+    echo "## HTTP end to end: legacy_server, GET / (view awaits ${DELAY_MS} ms; $( ((SESSION)) && echo "logged in: 2 database reads" || echo "anonymous: no database call"), db latency ${DB_LATENCY_MS} ms, pool ${DB_POOL}), $TOOL, ${DURATION} s runs, median of $REPEATS"
     echo
     echo "workers $WORKERS, pin=$PIN (server CPUs $( ((PIN)) && echo "$SERVER_CPUS" || echo all), load generator CPUs $( ((PIN)) && echo "$LOAD_CPUS" || echo all)); load average before: $START_LOAD; after: $END_LOAD"
     echo

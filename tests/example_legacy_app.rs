@@ -398,8 +398,14 @@ fn an_in_memory_database_is_refused() {
     assert!(err.to_string().contains("in-memory"), "{err}");
 }
 
-/// Inline database calls block the worker thread: the watchdog counts the
-/// stall in `stall_stats()` under the session middleware's name.
+/// Inline database calls block the worker thread: the watchdog counts each
+/// stall in `stall_stats()`. Three calls block here (save, load, save),
+/// each far above the threshold. The saves run after the view, on a resume
+/// that ends when the fiber returns, and are blamed on the segment's
+/// layers, "Sessions" among them. (The load, before the view, is blamed on
+/// the layer that was running when the fiber next suspended: the innermost,
+/// XFrameOptions; the watchdog does not see which layer of one resume
+/// blocked.)
 #[test]
 fn inline_database_calls_are_named_by_the_watchdog() {
     // Far above the watchdog's 10 ms threshold; sleeping is blocked time,
@@ -435,9 +441,11 @@ fn inline_database_calls_are_named_by_the_watchdog() {
         pipeline.stall_stats()
     };
     assert!(
-        stalls
-            .iter()
-            .any(|s| s.layer.contains("Sessions") && s.count >= 1),
+        stalls.iter().map(|s| s.count).sum::<u64>() >= 3,
+        "{stalls:?}"
+    );
+    assert!(
+        stalls.iter().any(|s| s.layer.contains("Sessions")),
         "{stalls:?}"
     );
 }
