@@ -13,8 +13,8 @@
 # logs in once with curl (GET /csrf, POST /login) and loads GET / with that
 # session cookie, so every request reads its session row and its user row
 # (two database calls in the middleware; SESSION=0 loads anonymously: no
-# database call at all). It warms the server up with the same number of connections, then loads
-# it for a fixed time while sampling its thread count (/proc/PID/status
+# database call at all). It warms the server up with the same number of
+# connections, then loads it for a fixed time while sampling its thread count (/proc/PID/status
 # `Threads`, peak) and peak RSS (`VmHWM`). Modes are interleaved: repeat r
 # runs every mode for a connection count back to back (rotating which mode
 # goes first), so a ratio between modes is taken under the same machine
@@ -42,7 +42,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,/^set -euo pipefail/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
     cat <<'EOF'
 Options (or the environment variables in brackets):
   --modes LIST      suspend,suspend-inline,adapt,hop,async [MODES]
