@@ -1,6 +1,7 @@
 //! A thread-per-core hyper server whose middleware mirrors a new Django
 //! project's defaults, written as blocking-style sync middleware in front of
-//! async views.
+//! async views, with Django's database session backend and user table in
+//! SQLite (queried with plain blocking `rusqlite` calls).
 //!
 //! ```text
 //! cargo run --release --example legacy_server -- --addr 127.0.0.1:8000 --view-delay-ms 50
@@ -9,9 +10,13 @@
 //!
 //! Each worker thread has its own `SO_REUSEPORT` listener, accepts, and
 //! serves its connections itself (see `suspendware::server::Server`). Routes:
-//! `GET /` (waits `--view-delay-ms`), `GET /users/<name>` (async lookup),
-//! `POST /login` (`username=alice`; other methods get 405), `GET /me`,
-//! `GET /visits` (a session counter). Ctrl-C shuts down gracefully.
+//! `GET /` (waits `--view-delay-ms`, hands out the CSRF cookie), `GET /csrf`
+//! (a token for a form), `POST /login` (form: `username=alice`, the token in
+//! `csrfmiddlewaretoken` or `X-CSRFToken`, optional `next=`; other methods
+//! get 405), `GET /me`, `GET /visits` (a session counter), `GET
+//! /users/<name>`. The database is `--db PATH`, or a new file in a fresh
+//! temporary directory (logged at start, removed at exit). Ctrl-C shuts down
+//! gracefully and logs what the watchdog saw blocking a thread, by layer.
 
 #[path = "legacy_app/mod.rs"]
 mod app;
@@ -23,6 +28,15 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use suspendware::server::Server;
 
+/// Where the sync middleware's database calls run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DbCallsArg {
+    /// On the fiber, on the worker thread's own connection: blocks the thread.
+    Inline,
+    /// In `suspendware::blocking` on a pooled connection: suspends the fiber.
+    Blocking,
+}
+
 /// How sync middleware meets the async views (`suspendware::Mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ModeArg {
@@ -32,6 +46,9 @@ enum ModeArg {
     Adapt,
     /// Django 3.1's per-hook hops to the blocking pool.
     Hop,
+    /// The same middleware rewritten as native async middleware (database
+    /// calls through `tokio::task::spawn_blocking`): the floor to compare with.
+    Async,
 }
 
 impl From<ModeArg> for suspendware::Mode {
@@ -40,6 +57,8 @@ impl From<ModeArg> for suspendware::Mode {
             ModeArg::Suspend => suspendware::Mode::Suspend,
             ModeArg::Adapt => suspendware::Mode::Adapt,
             ModeArg::Hop => suspendware::Mode::ThreadHop,
+            // Not used by the async pipeline (it has no sync middleware).
+            ModeArg::Async => suspendware::Mode::Suspend,
         }
     }
 }
@@ -73,6 +92,21 @@ struct Args {
     /// 65,535; the kernel caps it at net.core.somaxconn).
     #[arg(long)]
     backlog: Option<i32>,
+    /// The SQLite database file (created if missing; default: a new file in
+    /// a fresh temporary directory, removed at exit). `:memory:` is refused:
+    /// the workers' connections must share the data.
+    #[arg(long)]
+    db: Option<std::path::PathBuf>,
+    /// Where the sync middleware's database calls run.
+    #[arg(long, value_enum, default_value_t = DbCallsArg::Blocking)]
+    db_calls: DbCallsArg,
+    /// Connections in the database pool (blocking calls and async code).
+    #[arg(long, default_value_t = 16)]
+    db_pool: u32,
+    /// Milliseconds of blocking sleep added to every database call (stands
+    /// for a database server's round trip).
+    #[arg(long, default_value_t = 0)]
+    db_latency_ms: u64,
     /// Seconds requests in flight get to finish at Ctrl-C.
     #[arg(long, default_value_t = 10)]
     shutdown_grace_s: u64,
@@ -88,14 +122,40 @@ fn main() -> ExitCode {
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let state = app::AppState::default();
+    let db_cfg = app::DbConfig {
+        path: args.db.clone(),
+        calls: match args.db_calls {
+            DbCallsArg::Inline => app::DbCalls::Inline,
+            DbCallsArg::Blocking => app::DbCalls::Blocking,
+        },
+        pool_size: args.db_pool,
+        latency: Duration::from_millis(args.db_latency_ms),
+    };
+    let state = match app::AppState::open(&db_cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "could not open the database");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(
+        db = %state.db.path().display(),
+        temporary = args.db.is_none(),
+        db_calls = ?args.db_calls,
+        db_pool = args.db_pool,
+        db_latency_ms = args.db_latency_ms,
+        "database ready"
+    );
     let cfg = app::AppConfig {
         view_delay: Duration::from_millis(args.view_delay_ms),
         mode: args.mode.into(),
     };
     // One pipeline (and stack pool) per worker.
     let pipelines = match (0..workers)
-        .map(|_| app::pipeline(&state, &cfg))
+        .map(|_| match args.mode {
+            ModeArg::Async => app::async_pipeline(&state, &cfg),
+            _ => app::pipeline(&state, &cfg),
+        })
         .collect::<Result<Vec<_>, _>>()
     {
         Ok(p) => p,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # HTTP end to end: the legacy example server (examples/legacy_server.rs)
-# under a real load generator on loopback, Suspend vs Adapt vs ThreadHop.
+# under a real load generator on loopback, Suspend vs Adapt vs ThreadHop vs
+# the native-async rewrite, with the app's sessions and users in SQLite.
 #
 #   scripts/http_bench.sh                 # full: 1k and 10k connections, 10 s, 3 repeats
 #   QUICK=1 scripts/http_bench.sh         # 3 s per run, 1 repeat (~1 min)
@@ -8,8 +9,12 @@
 #   scripts/http_bench.sh --help
 #
 # Every run starts a fresh server (`--view-delay-ms 20`, GET / awaits a
-# 20 ms timer), warms it up with the same number of connections, then loads
-# it for a fixed time while sampling its thread count (/proc/PID/status
+# 20 ms timer) on a fresh SQLite database (`--db-latency-ms DB_LATENCY_MS`),
+# logs in once with curl (GET /csrf, POST /login) and loads GET / with that
+# session cookie, so every request reads its session row and its user row
+# (two database calls in the middleware; SESSION=0 loads anonymously: no
+# database call at all). It warms the server up with the same number of
+# connections, then loads it for a fixed time while sampling its thread count (/proc/PID/status
 # `Threads`, peak) and peak RSS (`VmHWM`). Modes are interleaved: repeat r
 # runs every mode for a connection count back to back (rotating which mode
 # goes first), so a ratio between modes is taken under the same machine
@@ -25,16 +30,25 @@
 # is `nproc` as the server sees it (its CPU set), unless WORKERS is given.
 # PIN=0 runs both on every CPU (workers = nproc of the machine).
 #
+# Modes: suspend (sync middleware on fibers, database calls through
+# suspendware::blocking on a pooled connection), suspend-inline (the same
+# calls run on the fiber, blocking the worker thread), adapt, hop (held
+# threads), async (the middleware rewritten as AsyncMiddleware,
+# spawn_blocking for the database).
+#
 # Output: a Markdown table on stdout; runs.csv (every run) and summary.csv
 # (medians) under $CARGO_TARGET_DIR/http_bench/ (default target/http_bench/),
 # plus each run's wrk output and server log.
 set -euo pipefail
 
 usage() {
-    sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,/^set -euo pipefail/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
     cat <<'EOF'
 Options (or the environment variables in brackets):
-  --modes LIST      suspend,adapt,hop                      [MODES]
+  --modes LIST      suspend,suspend-inline,adapt,hop,async [MODES]
+  --db-latency-ms MS  blocking sleep in every database call (0) [DB_LATENCY_MS]
+  --db-pool N       database connections (legacy_server's default, 16) [DB_POOL]
+  --anon            no session cookie (no database calls)  [SESSION=0]
   --conns LIST      1000,10000                             [CONNS]
   --duration S      seconds of measured load per run (10)  [DURATION]
   --warmup S        seconds of warm-up load per run (2)    [WARMUP]
@@ -57,6 +71,9 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 REPEATS=${REPEATS:-3}
 DELAY_MS=${DELAY_MS:-20}
+DB_LATENCY_MS=${DB_LATENCY_MS:-0}
+SESSION=${SESSION:-1}
+DB_POOL=${DB_POOL:-16}
 PIN=${PIN:-1}
 TOOL=${TOOL:-}
 SUMMARIZE=0
@@ -70,6 +87,9 @@ while [[ $# -gt 0 ]]; do
         --warmup) WARMUP=$2; shift 2 ;;
         --repeats) REPEATS=$2; shift 2 ;;
         --delay-ms) DELAY_MS=$2; shift 2 ;;
+        --db-latency-ms) DB_LATENCY_MS=$2; shift 2 ;;
+        --anon) SESSION=0; shift ;;
+        --db-pool) DB_POOL=$2; shift 2 ;;
         --no-pin) PIN=0; shift ;;
         --quick) DURATION=3 WARMUP=1 REPEATS=1; shift ;;
         --tool) TOOL=$2; shift 2 ;;
@@ -81,7 +101,7 @@ done
 IFS=', ' read -r -a MODE_LIST <<<"$MODES"
 IFS=', ' read -r -a CONN_LIST <<<"$CONNS"
 for m in "${MODE_LIST[@]}"; do
-    case $m in suspend | adapt | hop) ;; *) echo "unknown mode $m (suspend, adapt, hop)" >&2; exit 2 ;; esac
+    case $m in suspend | suspend-inline | adapt | hop | async) ;; *) echo "unknown mode $m (suspend, suspend-inline, adapt, hop, async)" >&2; exit 2 ;; esac
 done
 
 SERVER_CPUS=${SERVER_CPUS:-0}
@@ -159,7 +179,7 @@ WORKERS=${WORKERS:-$("${SRV_PREFIX[@]}" nproc)}
 WRK_THREADS=${WRK_THREADS:-$("${GEN_PREFIX[@]}" nproc)}
 
 # --- one run -----------------------------------------------------------------
-echo "repeat,mode,conns,tool,rps,p50_ms,p99_ms,requests,non2xx,err_connect,err_read,err_write,err_timeout,peak_threads,vmhwm_kib,served,accept_errors,load1,server_cpu_s,server_us_per_req,load_gen_cpu_s" >"$RUNS_CSV"
+echo "repeat,mode,conns,tool,rps,p50_ms,p99_ms,requests,non2xx,err_connect,err_read,err_write,err_timeout,peak_threads,vmhwm_kib,served,accept_errors,load1,server_cpu_s,server_us_per_req,load_gen_cpu_s,stalls" >"$RUNS_CSV"
 
 # CPU time (user + system, seconds) a process has used so far, threads included.
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / hz }' "/proc/$1/stat"; }
@@ -194,14 +214,40 @@ stop_server() { # pid
     wait "$1" 2>/dev/null || true
 }
 
-# Runs the load generator for $2 seconds with $1 connections against $3.
-load() { # conns secs url outfile
+# The server's flags for a mode.
+mode_args() { # mode
+    case $1 in
+        suspend) echo "--mode suspend --db-calls blocking" ;;
+        suspend-inline) echo "--mode suspend --db-calls inline" ;;
+        *) echo "--mode $1" ;;
+    esac
+}
+
+# Logs alice in (GET /csrf for the token, POST /login with it); prints the
+# session key.
+login() { # port
+    local base=http://127.0.0.1:$1 csrf
+    csrf=$(curl -s --max-time 5 -D - -o /dev/null "$base/csrf" | tr -d '\r' |
+        sed -n 's/^[Ss]et-[Cc]ookie: csrftoken=\([^;]*\).*/\1/p')
+    curl -s --max-time 5 -D - -o /dev/null -H "Cookie: csrftoken=$csrf" -H "X-CSRFToken: $csrf" \
+        --data "username=alice" "$base/login" | tr -d '\r' |
+        sed -n 's/^[Ss]et-[Cc]ookie: sessionid=\([^;]*\).*/\1/p'
+}
+
+# Runs the load generator for $2 seconds with $1 connections against $3
+# (with cookie $5 if given).
+load() { # conns secs url outfile [cookie]
+    local cookie=${5:-}
     if [[ $TOOL == wrk ]]; then
         local t=$WRK_THREADS
         ((t > $1)) && t=$1
-        { time "${GEN_PREFIX[@]}" wrk -t"$t" -c"$1" -d"$2"s --timeout "$TIMEOUT" --latency "$3" >"$4" 2>&1; } 2>"$4.cpu" || true
+        local hdr=()
+        [[ -n $cookie ]] && hdr=(-H "Cookie: $cookie")
+        { time "${GEN_PREFIX[@]}" wrk -t"$t" -c"$1" -d"$2"s --timeout "$TIMEOUT" --latency "${hdr[@]}" "$3" >"$4" 2>&1; } 2>"$4.cpu" || true
     else
-        { time "${GEN_PREFIX[@]}" ab -q -k -r -c "$1" -t "$2" -n 100000000 "$3" >"$4" 2>&1; } 2>"$4.cpu" || true
+        local hdr=()
+        [[ -n $cookie ]] && hdr=(-C "$cookie")
+        { time "${GEN_PREFIX[@]}" ab -q -k -r -c "$1" -t "$2" -n 100000000 "${hdr[@]}" "$3" >"$4" 2>&1; } 2>"$4.cpu" || true
     fi
 }
 
@@ -218,15 +264,27 @@ run_one() { # repeat mode conns
     local tag=r${rep}_${mode}_c${conns}
     local slog=$OUT/runs/$tag.server.log res=$OUT/runs/$tag.$TOOL.txt
     local url=http://127.0.0.1:$port/
+    # shellcheck disable=SC2046 # mode_args is a list of flags
     RUST_LOG=${RUST_LOG:-info} "${SRV_PREFIX[@]}" "$SERVER" --addr "127.0.0.1:$port" \
-        --workers "$WORKERS" --mode "$mode" --view-delay-ms "$DELAY_MS" >"$slog" 2>&1 &
+        --workers "$WORKERS" $(mode_args "$mode") --view-delay-ms "$DELAY_MS" \
+        --db-latency-ms "$DB_LATENCY_MS" --db-pool "$DB_POOL" >"$slog" 2>&1 &
     SERVER_PID=$!
     if ! wait_ready "$port" "$SERVER_PID"; then
         log "server did not come up ($tag); log: $slog"
         cat "$slog" >&2
         exit 1
     fi
-    load "$conns" "$WARMUP" "$url" "$OUT/runs/$tag.warmup.txt"
+    local cookie=
+    if [[ $SESSION == 1 ]]; then
+        local key
+        key=$(login "$port")
+        if [[ -z $key ]] || [[ $(curl -s --max-time 5 -H "Cookie: sessionid=$key" "http://127.0.0.1:$port/me") != "user alice"* ]]; then
+            log "could not log in ($tag); log: $slog"
+            exit 1
+        fi
+        cookie="sessionid=$key"
+    fi
+    load "$conns" "$WARMUP" "$url" "$OUT/runs/$tag.warmup.txt" "$cookie"
     sleep 0.5 # let the warm-up's connections close
     # Sample the thread count while the measured load runs.
     local samp=$OUT/runs/$tag.threads
@@ -242,7 +300,7 @@ run_one() { # repeat mode conns
     local load1 cpu0 cpu1
     load1=$(cut -d' ' -f1 /proc/loadavg)
     cpu0=$(cpu_s "$SERVER_PID")
-    load "$conns" "$DURATION" "$url" "$res"
+    load "$conns" "$DURATION" "$url" "$res" "$cookie"
     cpu1=$(cpu_s "$SERVER_PID")
     local hwm
     hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$SERVER_PID/status")
@@ -254,6 +312,11 @@ run_one() { # repeat mode conns
     local served accept_errs
     served=$(sed 's/\x1b\[[0-9;]*m//g' "$slog" | sed -n 's/.*stopped served=\([0-9]*\).*/\1/p' | tail -1)
     accept_errs=$(grep -c "accept failed" "$slog" || true)
+    # The watchdog's stall counts by layer, logged at shutdown ("layer:count", ";"-joined).
+    local stalls
+    stalls=$(sed 's/\x1b\[[0-9;]*m//g' "$slog" |
+        sed -n 's/.*sync code blocked its thread layer=\(.*\) count=\([0-9]*\).*/\1:\2/p' |
+        tr ',' '+' | tr -d ' ' | paste -sd';' -)
 
     local rps p50 p99 reqs non2xx ec er ew et
     if [[ $TOOL == wrk ]]; then
@@ -278,12 +341,12 @@ run_one() { # repeat mode conns
     scpu=$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.2f", b - a }')
     us_req=$(awk -v c="$scpu" -v n="${reqs:-0}" 'BEGIN { if (n > 0) printf "%.1f", c * 1e6 / n; else print "" }')
     gcpu=$(awk 'NF == 2 { printf "%.2f", $1 + $2 }' "$res.cpu" 2>/dev/null || true)
-    echo "$rep,$mode,$conns,$TOOL,${rps:-0},${p50:-},${p99:-},${reqs:-0},${non2xx:-0},${ec:-0},${er:-0},${ew:-0},${et:-0},$peak,${hwm:-0},${served:-},$accept_errs,$load1,$scpu,$us_req,${gcpu:-}" >>"$RUNS_CSV"
-    log "$tag: ${rps:-?} req/s, p50 ${p50:-?} ms, p99 ${p99:-?} ms, errors c/r/w/t ${ec:-0}/${er:-0}/${ew:-0}/${et:-0}, non-2xx ${non2xx:-0}, threads $peak, VmHWM ${hwm:-?} KiB, server CPU ${scpu} s (${us_req} us/req), $TOOL CPU ${gcpu:-?} s, load $load1"
+    echo "$rep,$mode,$conns,$TOOL,${rps:-0},${p50:-},${p99:-},${reqs:-0},${non2xx:-0},${ec:-0},${er:-0},${ew:-0},${et:-0},$peak,${hwm:-0},${served:-},$accept_errs,$load1,$scpu,$us_req,${gcpu:-},${stalls:-}" >>"$RUNS_CSV"
+    log "$tag: ${rps:-?} req/s, p50 ${p50:-?} ms, p99 ${p99:-?} ms, errors c/r/w/t ${ec:-0}/${er:-0}/${ew:-0}/${et:-0}, non-2xx ${non2xx:-0}, threads $peak, VmHWM ${hwm:-?} KiB, server CPU ${scpu} s (${us_req} us/req), $TOOL CPU ${gcpu:-?} s, load $load1, stalls ${stalls:-none}"
 }
 
 log "modes ${MODE_LIST[*]}; connections ${CONN_LIST[*]}; ${DURATION}s (+${WARMUP}s warm-up) x $REPEATS;" \
-    "view ${DELAY_MS} ms; workers $WORKERS; pin=$PIN (server cpus ${SERVER_CPUS}, load cpus ${LOAD_CPUS})"
+    "view ${DELAY_MS} ms; db latency ${DB_LATENCY_MS} ms, pool $DB_POOL; session $SESSION; workers $WORKERS; pin=$PIN (server cpus ${SERVER_CPUS}, load cpus ${LOAD_CPUS})"
 START_LOAD=$(cat /proc/loadavg)
 for ((rep = 1; rep <= REPEATS; rep++)); do
     for conns in "${CONN_LIST[@]}"; do
@@ -300,7 +363,7 @@ fi
 # --- summary -----------------------------------------------------------------
 SUMMARY_CSV=$OUT/summary.csv
 {
-    echo "## HTTP end to end: legacy_server, GET / (view awaits ${DELAY_MS} ms), $TOOL, ${DURATION} s runs, median of $REPEATS"
+    echo "## HTTP end to end: legacy_server, GET / (view awaits ${DELAY_MS} ms; $( ((SESSION)) && echo "logged in: 2 database reads" || echo "anonymous: no database call"), db latency ${DB_LATENCY_MS} ms, pool ${DB_POOL}), $TOOL, ${DURATION} s runs, median of $REPEATS"
     echo
     echo "workers $WORKERS, pin=$PIN (server CPUs $( ((PIN)) && echo "$SERVER_CPUS" || echo all), load generator CPUs $( ((PIN)) && echo "$LOAD_CPUS" || echo all)); load average before: $START_LOAD; after: $END_LOAD"
     echo
@@ -316,14 +379,15 @@ function median(key, col,   n, i, j, a, t) {
 NR > 1 {
     key = $3 SUBSEP $2; k = ++cnt[key]
     for (c = 5; c <= 21; c++) v[key, k, c] = $c
+    stl[key] = $22
     errs[key] = errs[key] ($10 + $11 + $12 + $13 + $9 > 0 ? (errs[key] == "" ? "" : " ") $10 "/" $11 "/" $12 "/" $13 "/" $9 : "")
     tot[key] += $10 + $11 + $12 + $13 + $9
 }
 END {
     nm = split(modes, M, " "); nc = split(conns, C, " ")
     print "conns,mode,runs,rps,p50_ms,p99_ms,peak_threads,vmhwm_kib,server_cpu_pct,server_us_per_req,errors_total,rps_vs_adapt" > csv
-    print "| connections | mode | req/s | vs Adapt | p50 ms | p99 ms | peak threads | peak RSS (MiB) | server CPU | server CPU µs/req | errors (c/r/w/t/non-2xx) |"
-    print "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    print "| connections | mode | req/s | vs Adapt | p50 ms | p99 ms | peak threads | peak RSS (MiB) | server CPU | server CPU µs/req | errors (c/r/w/t/non-2xx) | watchdog stalls (last run) |"
+    print "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
     for (i = 1; i <= nc; i++) {
         base = ((C[i] SUBSEP "adapt") in cnt) ? median(C[i] SUBSEP "adapt", 5) : 0
         for (j = 1; j <= nm; j++) {
@@ -332,9 +396,9 @@ END {
             rps = median(key, 5)
             ratio = base > 0 ? sprintf("%.2fx", rps / base) : "-"
             cpu = median(key, 19) * 100 / secs
-            printf "| %d | %s | %.0f | %s | %.1f | %.1f | %d | %.1f | %.0f%% | %.1f | %s |\n", C[i], M[j], rps, ratio,
+            printf "| %d | %s | %.0f | %s | %.1f | %.1f | %d | %.1f | %.0f%% | %.1f | %s | %s |\n", C[i], M[j], rps, ratio,
                 median(key, 6), median(key, 7), median(key, 14), median(key, 15) / 1024, cpu, median(key, 20),
-                tot[key] ? errs[key] : "0"
+                tot[key] ? errs[key] : "0", stl[key] == "" ? "none" : stl[key]
             printf "%d,%s,%d,%.1f,%.2f,%.2f,%d,%d,%.1f,%.2f,%d,%s\n", C[i], M[j], cnt[key], rps, median(key, 6),
                 median(key, 7), median(key, 14), median(key, 15), cpu, median(key, 20), tot[key],
                 (base > 0 ? sprintf("%.3f", rps / base) : "") > csv

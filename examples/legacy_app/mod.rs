@@ -1,8 +1,10 @@
 //! The legacy app: a middleware stack mirroring a new Django project's
 //! `MIDDLEWARE` setting, written as blocking-style sync middleware, in front
-//! of async views. Shared by `examples/legacy_server.rs` and the tests,
-//! which serve it in-process.
+//! of async views, with Django's database session backend and user table in
+//! SQLite. Shared by `examples/legacy_server.rs` and the tests, which serve
+//! it in-process.
 
+pub mod async_middleware;
 pub mod middleware;
 pub mod store;
 pub mod views;
@@ -11,7 +13,9 @@ use std::time::Duration;
 
 use suspendware::{BuildError, Mode, Pipeline, PipelineBuilder};
 
-pub use store::{SessionStore, UserDirectory};
+// Not every user of the app names all of these (tests/server.rs uses none).
+#[allow(unused_imports)]
+pub use store::{Database, DbCalls, DbConfig, DbError};
 
 /// Settings of the app.
 #[derive(Debug, Clone)]
@@ -22,11 +26,27 @@ pub struct AppConfig {
     pub mode: Mode,
 }
 
-/// What the middleware and views share; clones share the stores.
-#[derive(Debug, Clone, Default)]
+/// What the middleware and views share; clones share the database.
+#[derive(Debug, Clone)]
 pub struct AppState {
-    pub sessions: SessionStore,
-    pub users: UserDirectory,
+    pub db: Database,
+}
+
+impl AppState {
+    /// Opens the database (creating its tables and the demo users).
+    pub fn open(cfg: &DbConfig) -> Result<AppState, DbError> {
+        Ok(AppState {
+            db: Database::open(cfg)?,
+        })
+    }
+}
+
+impl Default for AppState {
+    /// A fresh database in a temporary directory (removed with the last
+    /// clone), sync calls through `suspendware::blocking`.
+    fn default() -> Self {
+        AppState::open(&DbConfig::default()).expect("open a temporary database")
+    }
 }
 
 /// The middleware stack, outermost first, like Django's default
@@ -35,15 +55,34 @@ pub fn middleware(builder: PipelineBuilder, state: &AppState) -> PipelineBuilder
     builder
         .sync(middleware::Timing)
         .sync(middleware::Security)
-        .sync(middleware::Sessions::new(state.sessions.clone()))
+        .sync(middleware::Sessions::new(state.db.clone()))
         .sync(middleware::Csrf)
-        .sync(middleware::Authentication::new(state.users.clone()))
+        .sync(middleware::Authentication::new(state.db.clone()))
         .sync(middleware::XFrameOptions)
+}
+
+/// The same stack as native async middleware (the rewrite to compare with).
+pub fn async_middleware(builder: PipelineBuilder, state: &AppState) -> PipelineBuilder {
+    use async_middleware::*;
+    builder
+        .layer_async(AsyncTiming)
+        .layer_async(AsyncSecurity)
+        .layer_async(AsyncSessions::new(state.db.clone()))
+        .layer_async(AsyncCsrf)
+        .layer_async(AsyncAuthentication::new(state.db.clone()))
+        .layer_async(AsyncXFrameOptions)
 }
 
 /// The whole pipeline: the middleware stack around the app's router.
 pub fn pipeline(state: &AppState, cfg: &AppConfig) -> Result<Pipeline, BuildError> {
     middleware(Pipeline::builder().mode(cfg.mode), state)
+        .view(views::router(state.clone(), cfg.clone()))
+        .build()
+}
+
+/// The native-async pipeline (`cfg.mode` is not used: nothing is sync).
+pub fn async_pipeline(state: &AppState, cfg: &AppConfig) -> Result<Pipeline, BuildError> {
+    async_middleware(Pipeline::builder(), state)
         .view(views::router(state.clone(), cfg.clone()))
         .build()
 }
