@@ -75,9 +75,15 @@ pub fn async_middleware(builder: PipelineBuilder, state: &AppState) -> PipelineB
 
 /// The whole pipeline: the middleware stack around the app's router.
 pub fn pipeline(state: &AppState, cfg: &AppConfig) -> Result<Pipeline, BuildError> {
-    middleware(Pipeline::builder().mode(cfg.mode), state)
-        .view(views::router(state.clone(), cfg.clone()))
-        .build()
+    // The pipeline's blocking pool is as large as the connection pool: each
+    // database call holds one connection on one blocking thread.
+    let threads = state.db.pool_size() as usize;
+    middleware(
+        Pipeline::builder().mode(cfg.mode).blocking_threads(threads),
+        state,
+    )
+    .view(views::router(state.clone(), cfg.clone()))
+    .build()
 }
 
 /// The native-async pipeline (`cfg.mode` is not used: nothing is sync).

@@ -11,9 +11,11 @@
 //!   blocked for the whole call: other requests on it wait, and the
 //!   pipeline's watchdog names the layer.
 //! * [`DbCalls::Blocking`]: in `suspendware::blocking`, on a connection
-//!   checked out of an `r2d2` pool; the fiber is suspended meanwhile and the
-//!   worker thread serves other requests, so calls run in parallel (up to
-//!   the pool's size).
+//!   checked out of an `r2d2` pool and lent to the closure by `&mut` (no
+//!   `Arc<Mutex>`: `blocking` closures may borrow); the fiber is suspended
+//!   meanwhile and the worker thread serves other requests, so calls run in
+//!   parallel (up to the pool's size, which is also the pipeline's
+//!   `blocking_threads`).
 //!
 //! Async code (the views, and the native-async middleware of `--mode
 //! async`) uses [`Database::call_async`]: `tokio::task::spawn_blocking` with
@@ -171,16 +173,22 @@ impl Database {
         })
     }
 
+    /// Connections in the pool (the pipeline's `blocking_threads`).
+    pub fn pool_size(&self) -> u32 {
+        self.pool.max_size()
+    }
+
     /// The SQLite file.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
     /// Runs `f` with a connection, from sync code (see the module docs).
+    /// `f` may borrow the caller's locals (`blocking` borrows).
     pub fn call<F, R>(&self, f: F) -> R
     where
-        F: FnOnce(&Connection) -> R + Send + 'static,
-        R: Send + 'static,
+        F: FnOnce(&Connection) -> R + Send,
+        R: Send,
     {
         let latency = self.latency;
         match self.calls {
@@ -195,13 +203,17 @@ impl Database {
                 // With a permit a connection is idle; `try_get` never waits
                 // (`None` only if the pool is reopening a broken one: then
                 // the pool thread waits for it).
-                let conn = self.pool.try_get();
-                let pool = self.pool.clone();
-                let (conn, out) = suspendware::blocking(move || {
-                    let conn = conn.unwrap_or_else(|| pool.get().expect("database connection"));
+                let mut conn = match self.pool.try_get() {
+                    Some(c) => c,
+                    // Only while the pool reopens a broken connection.
+                    None => suspendware::blocking(|| self.pool.get().expect("database connection")),
+                };
+                // The closure borrows the checked-out connection (`&mut`:
+                // a `Connection` may cross threads but not be shared).
+                let conn_ref = &mut conn;
+                let out = suspendware::blocking(move || {
                     slow_down(latency);
-                    let out = f(&conn);
-                    (conn, out)
+                    f(conn_ref)
                 });
                 drop(conn); // back to the pool before the permit
                 out
