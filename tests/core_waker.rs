@@ -183,3 +183,32 @@ fn a_pipeline_driven_from_inside_wait_sees_live_wakers() {
     assert_eq!(text(&resp), "outer");
     assert_eq!(report.dead_uses, 0, "{report:?}");
 }
+
+#[test]
+fn sleep_and_sync_io_nested_inside_a_waited_future() {
+    use std::io::{Read, Write};
+    let p = Pipeline::builder()
+        .sync(|req: Request, next: &mut Next| {
+            let got = wait(async {
+                suspendware::sleep(std::time::Duration::from_millis(2));
+                let (a, b) = tokio::io::duplex(16);
+                let (mut a, mut b) = (
+                    suspendware::io::SyncIo::new(a),
+                    suspendware::io::SyncIo::new(b),
+                );
+                a.write_all(b"hi").unwrap();
+                let mut buf = [0u8; 2];
+                b.read_exact(&mut buf).unwrap();
+                YieldOnce::new().await;
+                buf
+            });
+            assert_eq!(&got, b"hi");
+            next.get_response(req)
+        })
+        .view(|_req: Request| async move { ok("done") })
+        .build()
+        .unwrap();
+    let (resp, report) = run(&p);
+    assert_eq!(text(&resp), "done");
+    assert_eq!(report.dead_uses, 0, "{report:?}");
+}
