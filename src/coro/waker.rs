@@ -67,12 +67,22 @@ impl ForwardWaker {
     /// A wake that lands between the fiber's suspension and this call goes
     /// to the previous driver waker; the fiber polls its future again right
     /// after this call, so the readiness behind that wake is not lost.
+    #[inline]
     pub(crate) fn refresh(&self, driver: &Waker) {
         if let Some((fwd, _)) = self.made.get() {
-            let mut latest = lock(&fwd.latest);
-            if !latest.will_wake(driver) {
-                latest.clone_from(driver);
-            }
+            fwd.point_at(driver);
+        }
+    }
+}
+
+impl Forward {
+    /// Out of line: most fibers never make a forwarder, and their resumes
+    /// should pay only the `OnceCell` check above.
+    #[inline(never)]
+    fn point_at(&self, driver: &Waker) {
+        let mut latest = lock(&self.latest);
+        if !latest.will_wake(driver) {
+            latest.clone_from(driver);
         }
     }
 }

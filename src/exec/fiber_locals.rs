@@ -141,6 +141,7 @@ impl FiberLocals {
 }
 
 impl Hooks for FiberLocals {
+    #[inline]
     fn suspending(&self) {
         for s in self.spans.borrow().iter().rev() {
             exit(s);
@@ -158,6 +159,9 @@ impl Hooks for FiberLocals {
 
     fn exiting(&self) {
         LAST_STOP.with(|c| c.set(NO_LAYER));
+        if self.spans.borrow().is_empty() {
+            return;
+        }
         // Spans whose guards outlived the fiber (leaked, or kept elsewhere):
         // taken out and dropped while the context is whole and `CURRENT` no
         // longer points at it.

@@ -244,6 +244,7 @@ pub(crate) fn return_stack(chain: &Chain, mut fiber: RequestFiber) {
     if !fiber.is_done() {
         report_cancel(fiber.cancel());
     }
+    // Done (or given up on): `into_stack` only joins and takes the stack.
     match fiber.into_stack() {
         Some(stack) => chain.pool.release(stack),
         None => chain.pool.forget_one(),
