@@ -111,7 +111,13 @@ fn a_thousand_sync_websocket_clients_share_one_thread() {
         }));
         let max = max_threads.load(Ordering::SeqCst);
         eprintln!("SyncIo: {N} websocket clients; threads: baseline {baseline}, max {max}");
-        assert_eq!(max, baseline, "SyncIo must not add threads");
+        // At most the baseline: a thread left over from another test may
+        // exit meanwhile, never may one be added.
+        assert!(max > 0, "threads were sampled");
+        assert!(
+            max <= baseline,
+            "SyncIo must not add threads: baseline {baseline}, max {max}"
+        );
     });
 }
 
