@@ -20,7 +20,8 @@ usage: cargo bench --bench compare -- [options]
   --blocking-ms B    the blocking workload (issue 10): the middle of K sync layers
                      sleeps B ms before and after get_response; without --modes runs
                      blk_inline,blk_blocking,blk_threads64,blk_on_thread,blk_adapt
-                     (the blk_* modes use B=1 when it is not given)
+                     (blk_threads512, blocking_threads(512), on request; the
+                     blk_* modes use B=1 when it is not given)
   --replot           run nothing: redraw the tables and compare.svg from <out>/runs.csv
   --out DIR          output directory (default <target>/compare)";
 

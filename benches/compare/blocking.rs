@@ -32,13 +32,14 @@ pub fn pipeline(mode: Mode, k: usize, blocking_ms: u64, view: ViewKind) -> Pipel
     let d = Duration::from_millis(blocking_ms);
     let (call, on_thread) = match mode {
         Mode::BlkInline | Mode::BlkAdapt => (Call::Inline, false),
-        Mode::BlkBlocking | Mode::BlkThreads64 => (Call::Blocking, false),
+        Mode::BlkBlocking | Mode::BlkThreads64 | Mode::BlkThreads512 => (Call::Blocking, false),
         Mode::BlkOnThread => (Call::Inline, true),
         other => unreachable!("{} is not a blocking-workload mode", other.name()),
     };
     let mut b: PipelineBuilder = Pipeline::builder();
     match mode {
         Mode::BlkThreads64 => b = b.blocking_threads(64),
+        Mode::BlkThreads512 => b = b.blocking_threads(512),
         Mode::BlkAdapt => b = b.mode(suspendware::Mode::Adapt),
         _ => {}
     }

@@ -58,6 +58,10 @@ pub enum Mode {
     /// Blocking workload: as `BlkBlocking` with `blocking_threads(64)` set
     /// explicitly.
     BlkThreads64,
+    /// Blocking workload: as `BlkBlocking` with `blocking_threads(512)`
+    /// (tokio's own cap; close to `blocking` before the cap existed). Not
+    /// run unless asked for.
+    BlkThreads512,
     /// Blocking workload: the blocking layer added with `sync_on_thread`,
     /// its sleep inline on its own thread.
     BlkOnThread,
@@ -81,6 +85,7 @@ impl Mode {
         Mode::BlkInline,
         Mode::BlkBlocking,
         Mode::BlkThreads64,
+        Mode::BlkThreads512,
         Mode::BlkOnThread,
         Mode::BlkAdapt,
     ];
@@ -122,6 +127,7 @@ impl Mode {
             Mode::BlkInline => "blk_inline",
             Mode::BlkBlocking => "blk_blocking",
             Mode::BlkThreads64 => "blk_threads64",
+            Mode::BlkThreads512 => "blk_threads512",
             Mode::BlkOnThread => "blk_on_thread",
             Mode::BlkAdapt => "blk_adapt",
         }
@@ -175,6 +181,7 @@ impl Handler {
             Mode::BlkInline
             | Mode::BlkBlocking
             | Mode::BlkThreads64
+            | Mode::BlkThreads512
             | Mode::BlkOnThread
             | Mode::BlkAdapt => {
                 Handler::Pipeline(crate::blocking::pipeline(mode, k, blocking_ms, view))
