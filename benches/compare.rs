@@ -11,6 +11,8 @@
 
 #[path = "compare/args.rs"]
 mod args;
+#[path = "compare/blocking.rs"]
+mod blocking;
 #[path = "compare/cell.rs"]
 mod cell;
 #[path = "common/mod.rs"]
@@ -141,7 +143,7 @@ fn read_trim(path: &str) -> String {
 fn smoke() -> i32 {
     let mut failed = 0;
     let mut passed = 0;
-    for &mode in modes::Mode::DEFAULT {
+    for &mode in modes::Mode::DEFAULT.iter().chain(modes::Mode::BLOCKING) {
         let spec = CellSpec {
             mode,
             n: 20,
@@ -149,6 +151,7 @@ fn smoke() -> i32 {
             secs: 0.05,
             k: 3,
             stack_kib: 0,
+            blocking_ms: 1,
         };
         match run_child(&spec) {
             Ok(r)
@@ -195,7 +198,7 @@ fn profile(a: &[String]) -> i32 {
         .expect("tokio runtime");
     let local = tokio::task::LocalSet::new();
     let ok = local.block_on(&rt, async move {
-        let h = modes::Handler::new(mode, k, common::ViewKind::from_ms(d_ms));
+        let h = modes::Handler::new(mode, k, common::ViewKind::from_ms(d_ms), 1);
         let mut ok = 0u64;
         for _ in 0..reqs {
             let resp = h.handle(common::request()).await;
@@ -269,6 +272,7 @@ fn orchestrate(o: &Options) -> i32 {
             },
         ),
         ("secs_per_cell", o.secs.to_string()),
+        ("blocking_ms", o.blocking_ms.to_string()),
         ("repeats", o.repeats.to_string()),
         ("quick", o.quick.to_string()),
     ];
@@ -321,6 +325,7 @@ fn orchestrate(o: &Options) -> i32 {
                         secs: o.secs,
                         k: o.k,
                         stack_kib: o.stack_kib,
+                        blocking_ms: o.blocking_ms,
                     };
                     match run_child(&spec) {
                         Ok(result) if result.get("hung") > 0.0 => {

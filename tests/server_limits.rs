@@ -215,3 +215,41 @@ fn a_burst_queued_while_the_worker_is_busy_is_accepted_in_one_turn() {
     );
     server.shutdown(Duration::from_secs(10));
 }
+
+#[test]
+fn the_stats_name_a_layer_that_stalled_past_the_watchdog() {
+    // One sync layer that blocks its thread far past a 5 ms watchdog
+    // threshold before calling on (a `sleep` is not CPU wait, so the
+    // watchdog counts it however busy the machine is).
+    let pipeline = Pipeline::builder()
+        .watchdog(Some(Duration::from_millis(5)))
+        .sync(suspendware::named(
+            "sleepy",
+            |req: Request, next: &mut Next| -> Response {
+                std::thread::sleep(Duration::from_millis(50));
+                next.get_response(req)
+            },
+        ))
+        .view(|_req: Request| async { Response::new("ok".into()) })
+        .build()
+        .unwrap();
+    // Two workers share one pipeline: its stalls are counted once.
+    let server = Server::builder()
+        .addr(([127, 0, 0, 1], 0).into())
+        .workers(2)
+        .serve(|_| pipeline.clone())
+        .unwrap();
+    assert!(server.stats().stalls.is_empty(), "no request yet");
+    let out = get(server.local_addr(), "/");
+    assert_eq!(out.status(), Some(200), "{}", out.text());
+    let stats = server.stats();
+    let sleepy = stats
+        .stalls
+        .iter()
+        .find(|s| s.layer.contains("sleepy"))
+        .unwrap_or_else(|| panic!("no stall of `sleepy` in {:?}", stats.stalls));
+    assert_eq!(sleepy.count, 1, "one stall, counted once: {sleepy:?}");
+    assert!(sleepy.worst <= sleepy.total, "{sleepy:?}");
+    let report = server.shutdown(Duration::from_secs(5));
+    assert_eq!(report.stats.stalls, stats.stalls, "the report keeps them");
+}

@@ -17,6 +17,11 @@ usage: cargo bench --bench compare -- [options]
   --secs S           load duration of one cell, seconds (default 1.0)
   --k K              sync middleware layers (default 5)
   --stack-kib S      fiber stack size in KiB (default: the library's, 256)
+  --blocking-ms B    the blocking workload (issue 10): the middle of K sync layers
+                     sleeps B ms before and after get_response; without --modes runs
+                     blk_inline,blk_blocking,blk_threads64,blk_on_thread,blk_adapt
+                     (blk_threads512, blocking_threads(512), on request; the
+                     blk_* modes use B=1 when it is not given)
   --replot           run nothing: redraw the tables and compare.svg from <out>/runs.csv
   --out DIR          output directory (default <target>/compare)";
 
@@ -30,6 +35,7 @@ pub struct Options {
     pub secs: f64,
     pub k: usize,
     pub stack_kib: usize,
+    pub blocking_ms: u64,
     pub out: PathBuf,
     pub quick: bool,
     pub replot: bool,
@@ -63,10 +69,13 @@ impl Options {
             secs: if quick { 0.3 } else { 1.0 },
             k: 5,
             stack_kib: 0,
+            blocking_ms: 1,
             out: default_out(),
             quick,
             replot: false,
         };
+        let mut modes_given = false;
+        let mut blocking_given = false;
         let mut it = args.iter();
         while let Some(a) = it.next() {
             if a == "--quick" {
@@ -88,6 +97,7 @@ impl Options {
                 "--n" => o.ns = list(a, &value()?)?,
                 "--d" => o.ds = list(a, &value()?)?,
                 "--modes" => {
+                    modes_given = true;
                     o.modes = value()?
                         .split(',')
                         .map(|s| {
@@ -103,9 +113,18 @@ impl Options {
                 "--stack-kib" => {
                     o.stack_kib = value()?.parse().map_err(|_| "--stack-kib: not a number")?
                 }
+                "--blocking-ms" => {
+                    blocking_given = true;
+                    o.blocking_ms = value()?
+                        .parse()
+                        .map_err(|_| "--blocking-ms: not a number")?
+                }
                 "--out" => o.out = PathBuf::from(value()?),
                 other => return Err(format!("unknown option {other:?}")),
             }
+        }
+        if blocking_given && !modes_given {
+            o.modes = Mode::BLOCKING.to_vec();
         }
         if o.ns.is_empty() || o.ds.is_empty() || o.modes.is_empty() || o.repeats == 0 {
             return Err("--n, --d, --modes and --repeats must not be empty or zero".into());

@@ -37,6 +37,9 @@ pub struct CellSpec {
     pub k: usize,
     /// Fiber stack size in KiB; 0 = the library default.
     pub stack_kib: usize,
+    /// Blocking-workload modes: ms the middle layer blocks before and
+    /// after `get_response`.
+    pub blocking_ms: u64,
 }
 
 impl CellSpec {
@@ -50,6 +53,7 @@ impl CellSpec {
             self.secs.to_string(),
             self.k.to_string(),
             self.stack_kib.to_string(),
+            self.blocking_ms.to_string(),
         ]
     }
 
@@ -62,6 +66,7 @@ impl CellSpec {
             secs: a.get(3)?.parse().ok()?,
             k: a.get(4)?.parse().ok()?,
             stack_kib: a.get(5)?.parse().ok()?,
+            blocking_ms: a.get(6)?.parse().ok()?,
         })
     }
 }
@@ -233,7 +238,12 @@ pub fn run(spec: &CellSpec) -> CellResult {
             .expect("tokio runtime");
         let local = tokio::task::LocalSet::new();
         local.block_on(&rt, async {
-            let h = Handler::new(spec.mode, spec.k, ViewKind::from_ms(spec.d_ms));
+            let h = Handler::new(
+                spec.mode,
+                spec.k,
+                ViewKind::from_ms(spec.d_ms),
+                spec.blocking_ms,
+            );
             measure(spec, Driver::Local(Rc::new(h))).await
         })
     }

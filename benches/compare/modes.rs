@@ -49,6 +49,25 @@ pub enum Mode {
     /// A hand-made thread-hold chain (`spawn_blocking` + channel), a
     /// cross-check of `Adapt`; not run unless asked for.
     ThreadHold,
+    /// Blocking workload (`--blocking-ms B`, see `blocking.rs`): the middle
+    /// layer's sleep inline on the fiber (unmodified legacy code).
+    BlkInline,
+    /// Blocking workload: the sleep in `suspendware::blocking`, the
+    /// pipeline's default blocking-pool cap.
+    BlkBlocking,
+    /// Blocking workload: as `BlkBlocking` with `blocking_threads(64)` set
+    /// explicitly.
+    BlkThreads64,
+    /// Blocking workload: as `BlkBlocking` with `blocking_threads(512)`
+    /// (tokio's own cap; close to `blocking` before the cap existed). Not
+    /// run unless asked for.
+    BlkThreads512,
+    /// Blocking workload: the blocking layer added with `sync_on_thread`,
+    /// its sleep inline on its own thread.
+    BlkOnThread,
+    /// Blocking workload: the whole pipeline in `Mode::Adapt`, the sleep
+    /// inline on the held thread.
+    BlkAdapt,
 }
 
 impl Mode {
@@ -63,6 +82,22 @@ impl Mode {
         Mode::Adapt,
         Mode::ThreadHop,
         Mode::ThreadHold,
+        Mode::BlkInline,
+        Mode::BlkBlocking,
+        Mode::BlkThreads64,
+        Mode::BlkThreads512,
+        Mode::BlkOnThread,
+        Mode::BlkAdapt,
+    ];
+
+    /// The blocking-workload modes, run when `--blocking-ms` is given
+    /// without `--modes`.
+    pub const BLOCKING: &'static [Mode] = &[
+        Mode::BlkInline,
+        Mode::BlkBlocking,
+        Mode::BlkThreads64,
+        Mode::BlkOnThread,
+        Mode::BlkAdapt,
     ];
 
     /// The modes run when `--modes` is not given.
@@ -89,6 +124,12 @@ impl Mode {
             Mode::Adapt => "adapt",
             Mode::ThreadHop => "thread_hop",
             Mode::ThreadHold => "thread_hold",
+            Mode::BlkInline => "blk_inline",
+            Mode::BlkBlocking => "blk_blocking",
+            Mode::BlkThreads64 => "blk_threads64",
+            Mode::BlkThreads512 => "blk_threads512",
+            Mode::BlkOnThread => "blk_on_thread",
+            Mode::BlkAdapt => "blk_adapt",
         }
     }
 
@@ -133,9 +174,18 @@ pub enum Handler {
 impl Handler {
     /// The handler of `mode` for `k` working layers around `view`. Must be
     /// called inside the runtime that will run the requests. Not for
-    /// `Mode::BlockInPlace` (see [`block_in_place_request`]).
-    pub fn new(mode: Mode, k: usize, view: ViewKind) -> Handler {
+    /// `Mode::BlockInPlace` (see [`block_in_place_request`]). `blocking_ms`
+    /// is used by the blocking-workload modes only.
+    pub fn new(mode: Mode, k: usize, view: ViewKind, blocking_ms: u64) -> Handler {
         match mode {
+            Mode::BlkInline
+            | Mode::BlkBlocking
+            | Mode::BlkThreads64
+            | Mode::BlkThreads512
+            | Mode::BlkOnThread
+            | Mode::BlkAdapt => {
+                Handler::Pipeline(crate::blocking::pipeline(mode, k, blocking_ms, view))
+            }
             Mode::Suspend => Handler::Pipeline(common::pipeline(Flavor::Suspend, k, true, view)),
             Mode::SuspendwareAsync => {
                 Handler::Pipeline(common::pipeline(Flavor::Async, k, true, view))

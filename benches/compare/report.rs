@@ -336,6 +336,8 @@ pub fn read_runs(path: &Path, secs: f64, k: usize) -> Result<Vec<Run>, String> {
             secs,
             k,
             stack_kib: 0,
+            // Not in runs.csv (it is in summary.json's machine facts).
+            blocking_ms: 0,
         };
         runs.push(Run {
             spec,

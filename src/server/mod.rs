@@ -48,7 +48,7 @@ use crate::runtime::{Dispatch, Runtime, RuntimeHandle, ShutdownReport};
 use crate::tower::DEFAULT_BODY_LIMIT;
 use body::BodyLimits;
 use conn::ConnConfig;
-use stats::Counters;
+use stats::{Counters, Pipelines};
 
 /// Configures a [`Server`].
 ///
@@ -213,6 +213,7 @@ impl ServerBuilder {
             max_connections,
         });
         let mut loops = Vec::with_capacity(self.workers);
+        let mut pipelines = Pipelines::default();
         for (i, listener) in listeners.into_iter().enumerate() {
             let (p, cfg, counters, stopping) = (
                 pipeline(i),
@@ -220,6 +221,7 @@ impl ServerBuilder {
                 counters.clone(),
                 handle.stopping(),
             );
+            pipelines.add(&p);
             loops.push(handle.run_on(i, move || {
                 accept::accept_loop(listener, p, cfg, counters, stopping)
             }));
@@ -229,6 +231,7 @@ impl ServerBuilder {
             runtime,
             local_addr,
             counters,
+            pipelines,
             _loops: loops,
         })
     }
@@ -242,6 +245,8 @@ pub struct Server {
     runtime: Runtime,
     local_addr: SocketAddr,
     counters: Arc<Counters>,
+    /// The workers' pipelines, for their stall statistics.
+    pipelines: Pipelines,
     /// The workers' accept loops; dropping one would cancel it.
     _loops: Vec<Dispatch<std::io::Result<()>>>,
 }
@@ -250,7 +255,7 @@ pub struct Server {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerReport {
-    /// The request counters after the workers stopped.
+    /// The request counters and stall statistics after the workers stopped.
     pub stats: ServerStats,
     /// The runtime's report (its `cancelled` counts accept loops that had to
     /// be dropped at the deadline, one per worker that still had requests).
@@ -273,9 +278,13 @@ impl Server {
         self.runtime.handle()
     }
 
-    /// Current request counters.
+    /// Current request counters and per-layer stall statistics
+    /// ([`ServerStats::stalls`]).
     pub fn stats(&self) -> ServerStats {
-        self.counters.snapshot()
+        ServerStats {
+            stalls: self.pipelines.stalls(),
+            ..self.counters.snapshot()
+        }
     }
 
     /// Stops accepting connections, closes at once every connection with no
@@ -286,11 +295,17 @@ impl Server {
     /// thread (from async code: `tokio::task::spawn_blocking`).
     pub fn shutdown(self, grace: Duration) -> ServerReport {
         let Server {
-            runtime, counters, ..
+            runtime,
+            counters,
+            pipelines,
+            ..
         } = self;
         let runtime = runtime.shutdown(grace);
         ServerReport {
-            stats: counters.snapshot(),
+            stats: ServerStats {
+                stalls: pipelines.stalls(),
+                ..counters.snapshot()
+            },
             runtime,
         }
     }

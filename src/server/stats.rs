@@ -1,7 +1,9 @@
-//! Request counters of a server.
+//! Request counters of a server, and its pipelines' stall statistics.
 
+use crate::exec::watchdog::StallStats;
 use crate::loom::sync::atomic::{AtomicUsize, Ordering};
 use crate::loom::sync::Arc;
+use crate::pipeline::Pipeline;
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -26,12 +28,51 @@ impl Counters {
             closed_at_shutdown: self.closed_at_shutdown.load(Ordering::Relaxed),
             drained_at_shutdown: self.drained_at_shutdown.load(Ordering::Relaxed),
             largest_accept_batch: self.largest_accept_batch.load(Ordering::Relaxed),
+            stalls: Vec::new(),
         }
     }
 }
 
-/// A snapshot of a server's request counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The workers' pipelines, each distinct pipeline once (workers given
+/// clones of one pipeline share its stall counters), for
+/// [`ServerStats::stalls`].
+#[derive(Clone, Default)]
+pub(crate) struct Pipelines(Vec<Pipeline>);
+
+impl Pipelines {
+    /// Adds a worker's pipeline unless a clone of it is already here.
+    pub(crate) fn add(&mut self, p: &Pipeline) {
+        // Clones share one chain, and so one stack pool at one address.
+        if !self
+            .0
+            .iter()
+            .any(|q| std::ptr::eq(q.stack_pool(), p.stack_pool()))
+        {
+            self.0.push(p.clone());
+        }
+    }
+
+    /// The stall statistics of all pipelines, merged by layer name (counts
+    /// and totals added, the worst kept), in order of first appearance.
+    pub(crate) fn stalls(&self) -> Vec<StallStats> {
+        let mut out: Vec<StallStats> = Vec::new();
+        for s in self.0.iter().flat_map(Pipeline::stall_stats) {
+            match out.iter_mut().find(|o| o.layer == s.layer) {
+                Some(o) => {
+                    o.count += s.count;
+                    o.total += s.total;
+                    o.worst = o.worst.max(s.worst);
+                }
+                None => out.push(s),
+            }
+        }
+        out
+    }
+}
+
+/// A snapshot of a server's request counters and of its pipelines' stall
+/// statistics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerStats {
     /// Requests being handled now.
@@ -56,6 +97,15 @@ pub struct ServerStats {
     /// Most connections one worker accepted in one turn of its accept loop
     /// (a burst drained from the listen queue before serving).
     pub largest_accept_batch: usize,
+    /// Per-layer stalls counted by the workers' pipeline watchdogs
+    /// ([`Pipeline::stall_stats`]): layers whose fibers ran past the
+    /// threshold of [`crate::PipelineBuilder::watchdog`] without
+    /// suspending (default 10 ms), counted since the pipelines were built.
+    /// When workers have distinct pipelines, their figures are merged by
+    /// layer name (counts and totals added, the longest stall kept); a
+    /// pipeline shared by several workers counts once. Empty when no layer
+    /// stalled or the watchdogs are off.
+    pub stalls: Vec<StallStats>,
 }
 
 /// One open connection in the counters, from accept to close.
