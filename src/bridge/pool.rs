@@ -5,12 +5,10 @@
 //!
 //! * **Job queue**: a `crossbeam-channel` MPMC queue, FIFO. Fibers of any
 //!   worker thread send; *drainers* receive. Chosen over the crate's
-//!   `handoff::queue` because that one is single-consumer (a runtime
-//!   worker's job queue) and this queue needs no loom model of its own: the
-//!   one decision that could lose a job (a drainer stopping while a job
-//!   arrives) is taken under the `active` lock (below), and the hand-off
-//!   that races a cancellation (the job's completion vs the fiber's
-//!   cancellation) is `coro::scoped`'s `Completion`, loom-checked.
+//!   `handoff::queue` because that one is single-consumer. loom cannot see
+//!   inside crossbeam, so under `cfg(loom)` the queue is a locked
+//!   `VecDeque` with the same operations, and the drainer-count protocol
+//!   below is modelled on the real `submit`/`drain` (`loom_pool.rs`).
 //! * **Drainers**: at most `limit` at once, each a `spawn_blocking` task of
 //!   the calling runtime that runs queued jobs one after another until the
 //!   queue is empty. So at most `limit` closures of the pipeline run at
@@ -30,15 +28,12 @@
 //!   pushed before it, so the drainer's second look sees it) or the
 //!   drainer's does (then the sender sees one fewer active and starts one).
 
+use crate::loom::sync::Arc;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-// Not the loom shim's: drainers are real blocking-pool threads, which loom
-// models cannot run; no model calls `blocking` (the oneshot it answers
-// through is modelled).
-use parking_lot::Mutex;
+use crate::loom::lock;
+use crate::loom::sync::Mutex;
 
 /// How long an idle drainer waits for the next job before it stops.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(20);
@@ -46,11 +41,65 @@ const LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 /// A unit of work for a drainer.
 type Job = Box<dyn FnOnce() + Send>;
 
+/// The job queue: crossbeam-channel's MPMC queue in production; under loom
+/// (which cannot see inside crossbeam) a locked `VecDeque` with the same
+/// three operations, so the drainer-count protocol is modelled on the real
+/// `submit`/`drain` code (`loom_pool.rs`).
+#[cfg(not(loom))]
+struct Queue {
+    tx: crossbeam_channel::Sender<Job>,
+    rx: crossbeam_channel::Receiver<Job>,
+}
+
+#[cfg(not(loom))]
+impl Queue {
+    fn new() -> Queue {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        Queue { tx, rx }
+    }
+
+    fn push(&self, job: Job) {
+        // The queue holds a receiver itself, so it is never closed.
+        drop(self.tx.send(job));
+    }
+
+    /// The next job, waiting up to `LINGER` for one.
+    fn pop_lingering(&self) -> Option<Job> {
+        self.rx.recv_timeout(LINGER).ok()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+}
+
+#[cfg(loom)]
+struct Queue(Mutex<std::collections::VecDeque<Job>>);
+
+#[cfg(loom)]
+impl Queue {
+    fn new() -> Queue {
+        Queue(Mutex::new(std::collections::VecDeque::new()))
+    }
+
+    fn push(&self, job: Job) {
+        lock(&self.0).push_back(job);
+    }
+
+    /// No time under loom: an empty queue answers at once.
+    fn pop_lingering(&self) -> Option<Job> {
+        lock(&self.0).pop_front()
+    }
+
+    fn is_empty(&self) -> bool {
+        lock(&self.0).is_empty()
+    }
+}
+
 /// The queue and the drainer count, shared with the drainers.
 struct Shared {
     limit: usize,
-    jobs: Sender<Job>,
-    rx: Receiver<Job>,
+    queue: Queue,
     /// Drainers started and not yet finished (≤ `limit`).
     active: Mutex<usize>,
 }
@@ -64,7 +113,7 @@ impl fmt::Debug for BlockingPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BlockingPool")
             .field("limit", &self.shared.limit)
-            .field("active", &*self.shared.active.lock())
+            .field("active", &*lock(&self.shared.active))
             .finish()
     }
 }
@@ -72,12 +121,10 @@ impl fmt::Debug for BlockingPool {
 impl BlockingPool {
     /// A pool running at most `limit` (≥ 1) closures at once.
     pub(crate) fn new(limit: usize) -> BlockingPool {
-        let (jobs, rx) = crossbeam_channel::unbounded();
         BlockingPool {
             shared: Arc::new(Shared {
                 limit: limit.max(1),
-                jobs,
-                rx,
+                queue: Queue::new(),
                 active: Mutex::new(0),
             }),
         }
@@ -85,10 +132,17 @@ impl BlockingPool {
 
     /// Queues `job` and starts a drainer if fewer than `limit` run.
     pub(crate) fn submit(&self, handle: &tokio::runtime::Handle, job: Job) {
-        // The pool holds a receiver itself, so the channel is never closed.
-        drop(self.shared.jobs.send(job));
+        // The JoinHandle is not needed: each job completes its fiber's
+        // `Completion`; dropping it detaches the task. A task dropped unrun
+        // (the runtime is shutting down) gives its slot back (`Slot`).
+        self.submit_with(job, |slot| drop(handle.spawn_blocking(move || drain(slot))));
+    }
+
+    /// `submit` with the drainer's start given (a loom thread in the models).
+    fn submit_with(&self, job: Job, start_drainer: impl FnOnce(Slot)) {
+        self.shared.queue.push(job);
         let start = {
-            let mut active = self.shared.active.lock();
+            let mut active = lock(&self.shared.active);
             let start = *active < self.shared.limit;
             if start {
                 *active += 1;
@@ -96,14 +150,10 @@ impl BlockingPool {
             start
         };
         if start {
-            let slot = Slot {
+            start_drainer(Slot {
                 shared: self.shared.clone(),
                 held: true,
-            };
-            // The JoinHandle is not needed: each job completes its fiber's
-            // `Completion`; dropping it detaches the task. A task dropped unrun
-            // (the runtime is shutting down) gives its slot back (`Slot`).
-            drop(handle.spawn_blocking(move || drain(slot)));
+            });
         }
     }
 }
@@ -118,7 +168,7 @@ struct Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         if self.held {
-            *self.shared.active.lock() -= 1;
+            *lock(&self.shared.active) -= 1;
         }
     }
 }
@@ -135,17 +185,17 @@ fn drain(mut slot: Slot) {
         // 67–73 with no linger, 68–71 with 2 ms, 67–68 with 20 ms, at the
         // same req/s. A lingering drainer holds its pool thread 20 ms longer
         // at the end of a burst (tokio keeps idle threads 10 s anyway).
-        match shared.rx.recv_timeout(LINGER) {
-            Ok(job) => {
+        match shared.queue.pop_lingering() {
+            Some(job) => {
                 // A job catches `f`'s panic itself; contained here anyway,
                 // so the drainer goes on with the queue.
                 if let Err(p) = panic::catch_unwind(AssertUnwindSafe(job)) {
                     crate::coro::drop_payload(p);
                 }
             }
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                let mut active = shared.active.lock();
-                if shared.rx.is_empty() {
+            None => {
+                let mut active = lock(&shared.active);
+                if shared.queue.is_empty() {
                     *active -= 1;
                     slot.held = false;
                     return;
@@ -154,3 +204,7 @@ fn drain(mut slot: Slot) {
         }
     }
 }
+
+#[cfg(all(test, loom))]
+#[path = "loom_pool.rs"]
+mod loom_pool;
