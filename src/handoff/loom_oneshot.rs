@@ -1,4 +1,5 @@
-//! loom models of the oneshot (`blocking()`, Adapt's reply, the runtime's reply).
+//! loom models of the oneshot (Adapt's reply, the runtime's reply; the
+//! models drive it as a fiber waiting on a pool thread's answer would).
 #![allow(unused_imports)]
 
 use std::future::Future;
