@@ -36,6 +36,7 @@ use crate::loom::lock;
 use crate::loom::sync::Mutex;
 
 /// How long an idle drainer waits for the next job before it stops.
+#[cfg(not(loom))]
 const LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// A unit of work for a drainer.

@@ -74,7 +74,7 @@ pub(crate) fn set_running(g: GuardRange) -> GuardRange {
 }
 
 /// The guard range recorded for this thread (tests).
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 pub(crate) fn current_running() -> GuardRange {
     RUNNING.with(|r| r.get())
 }

@@ -124,13 +124,13 @@ pub(crate) mod model {
 
     /// A runtime with `workers` workers whose loops are returned instead of
     /// started on threads (run each with [`WorkerLoop::serve`]).
-    pub fn unstarted(workers: usize) -> (RuntimeHandle, Vec<WorkerLoop>) {
+    pub(crate) fn unstarted(workers: usize) -> (RuntimeHandle, Vec<WorkerLoop>) {
         let (shared, loops) = super::builder::parts(workers);
         (RuntimeHandle { shared }, loops)
     }
 
     /// What `Runtime::shutdown` does before it joins the threads.
-    pub fn begin_shutdown(handle: &RuntimeHandle) {
+    pub(crate) fn begin_shutdown(handle: &RuntimeHandle) {
         handle.shared.begin_shutdown(std::time::Instant::now());
     }
 }
