@@ -27,18 +27,9 @@ const TESTS: &[&str] = &[
     "closures_run_on_the_pool_threads_on_a_fiber_and_inline_on_held_threads",
 ];
 
-/// The process's threads, less libtest's test threads (/proc cuts their
-/// names to 15 bytes): libtest starts the other tests' threads while one
-/// runs (they wait on `SERIAL`), which would blur the count.
+/// The process's threads, less this binary's test threads.
 fn os_threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .expect("/proc/self/task")
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .filter(|comm| {
-            let comm = comm.trim_end();
-            comm.len() < 15 || !TESTS.iter().any(|t| t.starts_with(comm))
-        })
-        .count()
+    common::threads_except_tests(TESTS)
 }
 
 const N: usize = 2_000;

@@ -32,18 +32,9 @@ const TESTS: &[&str] = &[
     "sleep_and_sync_io_off_fiber_panic_with_advice",
 ];
 
-/// The process's threads, less libtest's test threads (/proc cuts their
-/// names to 15 bytes): libtest starts the other tests' threads while one
-/// runs (they wait on `SERIAL`), which would blur the count.
+/// The process's threads, less this binary's test threads.
 fn os_threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .expect("/proc/self/task")
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .filter(|comm| {
-            let comm = comm.trim_end();
-            comm.len() < 15 || !TESTS.iter().any(|t| t.starts_with(comm))
-        })
-        .count()
+    common::threads_except_tests(TESTS)
 }
 
 /// A websocket echo server on 127.0.0.1, as tasks of the current runtime.

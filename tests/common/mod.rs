@@ -168,3 +168,18 @@ pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         "<non-string panic payload>".to_owned()
     }
 }
+
+/// The process's threads, less libtest's threads for the tests named in
+/// `tests` (libtest names each test's thread after it; /proc cuts names to
+/// 15 bytes). libtest starts the other tests' threads while one runs
+/// (waiting on a serial lock), which would blur a thread count.
+pub fn threads_except_tests(tests: &[&str]) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| {
+            let comm = comm.trim_end();
+            comm.len() < 15 || !tests.iter().any(|t| t.starts_with(comm))
+        })
+        .count()
+}
