@@ -19,8 +19,8 @@ use http::StatusCode;
 use crate::body::{Request, Response};
 use crate::bridge::pool::BlockingPool;
 use crate::bridge::span::LayerSpan;
+use crate::exec::active;
 use crate::exec::boundary::{catch_sync, to_response, CatchPanic};
-use crate::exec::fiber_locals::FiberLocals;
 use crate::exec::fiber_segment::FiberSegmentFuture;
 use crate::exec::next::{AsyncNext, Backend, Next};
 use crate::exec::request::RequestCtx;
@@ -107,8 +107,16 @@ impl Chain {
         backend: Backend<'_>,
     ) -> Response {
         let entry = &self.entries[pos];
-        let _span = sync_layer_span(&entry.name);
-        let _active = ActiveLayer::set(pos);
+        // The level check first (a static and one relaxed load): with no
+        // subscriber, or none at DEBUG, a layer skips the out-of-line span
+        // construction and its callsite-interest lookup (~30 instructions
+        // per layer, BENCHMARKS.md "Where suspend's per-request time goes").
+        let _span = if tracing::level_enabled!(tracing::Level::DEBUG) {
+            sync_layer_span(&entry.name)
+        } else {
+            LayerSpan::Off
+        };
+        let _active = ActiveLayer::enter(pos);
         let mut next = Next::new(self, pos + 1, end, backend);
         catch_sync(&self.panic_handler, &entry.name, || {
             entry.mw.call_sync(req, &mut next)
@@ -136,20 +144,26 @@ fn view_called_next() -> Response {
     r
 }
 
-/// Marks layer `pos` as the innermost one running on the current fiber
-/// (read by the watchdog when the fiber stops); restores on drop.
-struct ActiveLayer(Option<usize>);
+/// Layer `pos` runs on this thread (for the watchdog: see
+/// [`crate::exec::active`]) until dropped.
+struct ActiveLayer {
+    pos: usize,
+    outer: usize,
+}
 
 impl ActiveLayer {
-    fn set(pos: usize) -> ActiveLayer {
-        ActiveLayer(FiberLocals::with(|ctx| ctx.set_active(pos)))
+    #[inline(always)]
+    fn enter(pos: usize) -> ActiveLayer {
+        ActiveLayer {
+            pos,
+            outer: active::enter(pos),
+        }
     }
 }
 
 impl Drop for ActiveLayer {
+    #[inline(always)]
     fn drop(&mut self) {
-        if let Some(prev) = self.0 {
-            FiberLocals::with(|ctx| ctx.set_active(prev));
-        }
+        active::leave(self.pos, self.outer);
     }
 }

@@ -14,6 +14,7 @@ use tracing::Span;
 use crate::body::{Request, Response};
 use crate::bridge::pool::BlockingPool;
 use crate::coro::{self, Fiber, Hooks};
+use crate::exec::active::{self, NO_LAYER};
 use crate::exec::request::RequestCtx;
 
 /// A fiber running one sync segment of one request.
@@ -40,22 +41,9 @@ pub(crate) enum Resumed {
     Response(Response),
 }
 
-/// No layer is running on the fiber.
-const NO_LAYER: usize = usize::MAX;
-
 thread_local! {
-    /// The layer that was running when the last fiber to run on this thread
-    /// suspended (`NO_LAYER` if it returned instead). Read by the driver's
-    /// watchdog right after the resume.
-    static LAST_STOP: Cell<usize> = const { Cell::new(NO_LAYER) };
     /// Source of fiber ids (unique per thread; fibers never change thread).
     static NEXT_ID: Cell<u64> = const { Cell::new(0) };
-}
-
-/// The layer index that was active when the fiber the driver just resumed
-/// stopped (`usize::MAX` if it returned).
-pub(crate) fn last_stop() -> usize {
-    LAST_STOP.with(|c| c.get())
 }
 
 /// A request fiber's own data, in its root frame.
@@ -70,8 +58,8 @@ pub(crate) struct FiberLocals {
     /// exited while the fiber is suspended so that another request's code
     /// never runs inside them, and re-entered when it resumes.
     spans: RefCell<Vec<Span>>,
-    /// Index of the innermost layer running on this fiber (for the
-    /// watchdog), `NO_LAYER` when none.
+    /// The innermost layer running on this fiber while it is suspended
+    /// (kept for the watchdog's accounting, `crate::exec::active`).
     active: Cell<usize>,
 }
 
@@ -97,11 +85,6 @@ impl FiberLocals {
     /// This fiber's id.
     pub(crate) fn id(&self) -> u64 {
         self.id
-    }
-
-    /// Records `pos` as the innermost running layer; returns the previous.
-    pub(crate) fn set_active(&self, pos: usize) -> usize {
-        self.active.replace(pos)
     }
 
     /// The request this fiber works for.
@@ -146,10 +129,11 @@ impl Hooks for FiberLocals {
         for s in self.spans.borrow().iter().rev() {
             exit(s);
         }
-        LAST_STOP.with(|c| c.set(self.active.get()));
+        self.active.set(active::stop());
     }
 
     fn resumed(&self) {
+        active::resume_in(self.active.get());
         // Destructors run by a cancellation run inside the spans they ran in
         // before; the span guards exit them as the unwind passes.
         for s in self.spans.borrow().iter() {
@@ -158,7 +142,7 @@ impl Hooks for FiberLocals {
     }
 
     fn exiting(&self) {
-        LAST_STOP.with(|c| c.set(NO_LAYER));
+        active::stop();
         if self.spans.borrow().is_empty() {
             return;
         }

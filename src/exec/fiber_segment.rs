@@ -26,6 +26,7 @@ use http::StatusCode;
 
 use crate::body::{Request, Response};
 use crate::coro::{Cancel, Step};
+use crate::exec::active;
 use crate::exec::chain::Chain;
 use crate::exec::fiber_locals::{FiberLocals, RequestFiber, Resumed, Suspend};
 use crate::exec::layers::Layers;
@@ -162,12 +163,14 @@ impl Future for FiberSegmentFuture {
                         }
                     };
                     let t0 = this.chain.watchdog.as_ref().map(|w| w.start());
+                    let run = active::begin_run();
                     let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         fiber.resume(cx.waker(), input)
                     }));
                     if let (Some(w), Some(t0)) = (&this.chain.watchdog, t0) {
                         w.check(&this.chain, this.layers, t0);
                     }
+                    active::end_run(run);
                     match step {
                         Ok(Step::Suspended(Suspend::Pending)) => return Poll::Pending,
                         Ok(Step::Suspended(Suspend::Inner(req))) => {

@@ -12,11 +12,14 @@
 //! * [`request`] — the per-request context shared by all segments.
 //! * [`boundary`] — panic boundaries around every layer call.
 //! * [`layers`] — a range of layer indices.
+//! * [`active`] — which layer runs on the thread, and which one kept the
+//!   current fiber run the longest (whom the watchdog names).
 //!
 //! The walk is recursive by nature (a segment runs the next one, which may
 //! call back into the chain), so this is the one room whose files may import
 //! each other in a circle.
 
+pub(crate) mod active;
 pub(crate) mod boundary;
 pub(crate) mod chain;
 pub(crate) mod fiber_locals;

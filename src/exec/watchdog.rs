@@ -51,7 +51,7 @@ use std::time::Duration;
 
 use crate::coro::coarse_now_ns;
 use crate::exec::chain::Chain;
-use crate::exec::fiber_locals::last_stop;
+use crate::exec::active::last_stop;
 use crate::exec::layers::Layers;
 use crate::loom::sync::atomic::{AtomicU64, Ordering};
 use crate::pipeline::plan::Segment;
@@ -250,8 +250,9 @@ impl Watchdog {
             );
             return;
         }
-        // The layer that was running when the fiber stopped; if the fiber
-        // returned, any layer of the segment may have been the slow one.
+        // The layer that ran the longest stretch of this run (see
+        // `crate::exec::active`); outside the segment (none ran), any
+        // layer of it may have been the slow one.
         let layer = last_stop();
         let slot = if layers.contains(layer) {
             layer
