@@ -99,6 +99,7 @@ impl Chain {
     /// Calls sync layer `pos` (of a segment ending at `end`) on the current
     /// fiber or held thread, inside its span, turning a panic into a
     /// response.
+    #[inline(always)]
     pub(crate) fn call_sync(
         &self,
         pos: usize,

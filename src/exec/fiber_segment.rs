@@ -177,7 +177,7 @@ impl Future for FiberSegmentFuture {
                             *inner = Some(Chain::run_segment(
                                 &this.chain,
                                 this.seg + 1,
-                                req,
+                                *req,
                                 this.rctx.clone(),
                             ));
                         }

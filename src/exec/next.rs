@@ -94,7 +94,7 @@ impl<'a> Next<'a> {
 /// sync layer on the fiber stack) does not carry this path's temporaries.
 #[inline(never)]
 fn suspend_for_inner(req: Request) -> Response {
-    match coro::suspend::<Suspend, Resumed>(Suspend::Inner(req)) {
+    match coro::suspend::<Suspend, Resumed>(Suspend::Inner(Box::new(req))) {
         Ok(Resumed::Response(r)) => r,
         Ok(Resumed::Poll) => unreachable!("driver resumed get_response without a response"),
         Err(Place::Unwinding) => inner_during_unwind(),
