@@ -261,3 +261,57 @@ fn stall_stats_are_empty_with_the_watchdog_off() {
     rt().block_on(p.handle(req()));
     assert_eq!(p.stall_stats(), vec![]);
 }
+
+/// Sessions-style outer layer around the header-only layer: one fiber run
+/// passes through both, and only the outer one blocks.
+fn outer_blocks(before: bool) -> Pipeline {
+    Pipeline::builder()
+        .watchdog(Some(PipelineBuilder::DEFAULT_WATCHDOG))
+        .sync(named("Sessions", move |req: Request, next: &mut Next| {
+            if before {
+                sleep_40ms(); // "load the session row"
+            }
+            let resp = next.get_response(req);
+            if !before {
+                sleep_40ms(); // "save the session row"
+            }
+            resp
+        }))
+        .sync(named("XFrameOptions", x_frame_options))
+        .view(|_r: Request| async { Response::new(Body::empty()) })
+        .build()
+        .unwrap()
+}
+
+fn assert_only_sessions_blamed(p: &Pipeline) {
+    let (log, ()) = capture::capture(|| {
+        let rt = rt();
+        for _ in 0..2 {
+            let resp = rt.block_on(p.handle(req()));
+            assert_eq!(resp.headers()["x-frame-options"], "DENY");
+        }
+    });
+    assert_named(&log, "Sessions");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains(BLAMED) && l.contains("XFrameOptions")),
+        "the header-only layer was blamed:\n{log}"
+    );
+    let stats = p.stall_stats();
+    assert_eq!(stats.len(), 1, "{stats:?}");
+    assert_eq!((stats[0].layer.as_str(), stats[0].count), ("Sessions", 2));
+}
+
+#[test]
+fn an_outer_layer_blocking_before_the_inner_layer_suspends_is_named_not_the_inner_one() {
+    // The fiber stops in XFrameOptions' get_response, but Sessions ran the
+    // 40 ms of that run.
+    assert_only_sessions_blamed(&outer_blocks(true));
+}
+
+#[test]
+fn an_outer_layer_blocking_after_the_inner_layer_returned_is_named() {
+    // The run after the view: XFrameOptions' post-processing, then
+    // Sessions' 40 ms, then the fiber returns.
+    assert_only_sessions_blamed(&outer_blocks(false));
+}
