@@ -78,7 +78,17 @@ impl LayerSpan {
 }
 
 impl Drop for LayerSpan {
+    #[inline]
     fn drop(&mut self) {
+        if let LayerSpan::Fiber(..) = self {
+            self.pop_from_fiber();
+        }
+    }
+}
+
+impl LayerSpan {
+    #[inline(never)]
+    fn pop_from_fiber(&mut self) {
         // Only on the fiber that pushed it, and only its own span: a guard
         // that outlived its fiber (leaked, kept in a thread-local) must not
         // pop another fiber's span (its own was dropped when its fiber

@@ -11,14 +11,15 @@ use std::sync::Arc;
 
 use tracing::Span;
 
-use crate::body::{Request, Response};
 use crate::bridge::pool::BlockingPool;
 use crate::coro::{self, Fiber, Hooks};
 use crate::exec::active::{self, NO_LAYER};
 use crate::exec::request::RequestCtx;
 
-/// A fiber running one sync segment of one request.
-pub(crate) type RequestFiber = Fiber<Suspend, Resumed, Response>;
+/// A fiber running one sync segment of one request. Its function's
+/// response crosses back through [`handoff`], like every request and
+/// response that crosses its switches, so it returns `()`.
+pub(crate) type RequestFiber = Fiber<Suspend, Resumed, ()>;
 
 /// What a request's fiber hands to its driver when it suspends.
 pub(crate) enum Suspend {
@@ -26,23 +27,82 @@ pub(crate) enum Suspend {
     /// the waker fires.
     Pending,
     /// `get_response` reached the end of the segment: run the inner part of
-    /// the pipeline with this request and resume with its response.
-    ///
-    /// Boxed: a 256-byte request by value was copied four times on its way
-    /// through the switch (corosensei's yield slot, `Step`, the driver's
-    /// match) and sat in the suspension frame at the deepest point of the
-    /// fiber stack; the box costs one allocation, ~40 fewer instructions
-    /// than the copies, and ~250 bytes of the deepest frame (BENCHMARKS.md,
-    /// "Frame diet").
-    Inner(Box<Request>),
+    /// the pipeline with the request it put in [`handoff`] and resume with
+    /// `Response`.
+    Inner,
 }
 
 /// What a suspension point of a request's fiber sees when resumed.
 pub(crate) enum Resumed {
     /// Poll again (after `Suspend::Pending`).
     Poll,
-    /// The inner part's response (after `Suspend::Inner`).
-    Response(Response),
+    /// The inner part's response is in [`handoff`] (after `Suspend::Inner`).
+    Response,
+}
+
+/// The thread's hand-off of requests and responses across a fiber switch.
+///
+/// A request leaves a fiber at the end of its segment (`get_response` puts
+/// it, the driver takes it as soon as the resume returns); the inner part's
+/// response comes back (the driver puts it right before the resume,
+/// `get_response` takes it as soon as the fiber runs again); and the
+/// segment's response leaves when the fiber's function returns. Passed as
+/// corosensei's transfer values instead, the 256-byte request and the
+/// 144-byte response were copied three or four times per crossing (the
+/// yield or return slot, `Input`/`Step`, the matches on both sides) and sat
+/// in the suspension frame at the deepest point of every fiber stack and in
+/// its root frame; boxed, they cost an allocation per crossing. These
+/// thread-locals cost one copy in and one out (BENCHMARKS.md, "Fiber hot
+/// path").
+///
+/// Stacks, not slots: between a put and its take only the switch and the
+/// fiber's hooks run, and a hook may call into a tracing subscriber that
+/// could, however unlikely, drive another pipeline on this thread; its own
+/// puts and takes nest inside ours, so last-in first-out keeps both right.
+pub(crate) mod handoff {
+    use std::cell::RefCell;
+
+    use crate::body::{Request, Response};
+
+    thread_local! {
+        static REQUESTS: RefCell<Vec<Request>> = const { RefCell::new(Vec::new()) };
+        static RESPONSES: RefCell<Vec<Response>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Leaves `req` for the other side of the switch about to happen.
+    /// Out of line: the push's temporaries would otherwise sit in
+    /// `get_response`'s suspension frame, the deepest point of the stack.
+    #[inline(never)]
+    pub(crate) fn put_request(req: Request) {
+        REQUESTS.with(|r| r.borrow_mut().push(req));
+    }
+
+    /// Takes the request the other side of the switch just left.
+    ///
+    /// # Panics
+    /// If none was left (a bug in the fiber protocol).
+    pub(crate) fn take_request() -> Request {
+        REQUESTS
+            .with(|r| r.borrow_mut().pop())
+            .expect("suspendware: no request was handed over across the fiber switch")
+    }
+
+    /// Leaves `resp` for the other side of the switch about to happen.
+    pub(crate) fn put_response(resp: Response) {
+        RESPONSES.with(|r| r.borrow_mut().push(resp));
+    }
+
+    /// Takes the response the other side of the switch just left. Out of
+    /// line for the same reason as [`put_request`].
+    ///
+    /// # Panics
+    /// If none was left (a bug in the fiber protocol).
+    #[inline(never)]
+    pub(crate) fn take_response() -> Response {
+        RESPONSES
+            .with(|r| r.borrow_mut().pop())
+            .expect("suspendware: no response was handed over across the fiber switch")
+    }
 }
 
 thread_local! {

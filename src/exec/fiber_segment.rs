@@ -3,7 +3,7 @@
 //! ## States
 //!
 //! ```text
-//!            stack free                      fiber: Suspend::Inner(req)
+//!            stack free                      fiber: Suspend::Inner (+ request)
 //! Acquire ───────────────> Running{inner: None} ─────────────────────> Running{inner: Some}
 //!    │ pool full: wait          ▲    │ fiber: Suspend::Pending → Pending     │ inner ready:
 //!    │ (bounded), then 503      │    │ fiber returned → stack to pool, Ready │ resume with response
@@ -28,7 +28,7 @@ use crate::body::{Request, Response};
 use crate::coro::{Cancel, Step};
 use crate::exec::active;
 use crate::exec::chain::Chain;
-use crate::exec::fiber_locals::{FiberLocals, RequestFiber, Resumed, Suspend};
+use crate::exec::fiber_locals::{handoff, FiberLocals, RequestFiber, Resumed, Suspend};
 use crate::exec::layers::Layers;
 use crate::exec::next::Backend;
 use crate::exec::request::RequestCtx;
@@ -103,13 +103,20 @@ fn start_fiber(
     // The request travels boxed into the fiber: corosensei moves the body
     // closure through several frames at the root of the fiber stack, and a
     // 256-byte request inside it would be copied into each (see
-    // BENCHMARKS.md, "fiber stack per request").
+    // BENCHMARKS.md, "fiber stack per request"). (Handing it over through
+    // `handoff` at the first resume instead saves this allocation but costs
+    // more: the request must then wait in the segment future's state, which
+    // is moved three times before it is pinned; measured +200 instructions
+    // per request.)
     let req = Box::new(req);
     let fiber = RequestFiber::new(
         stack,
         chain.pool.stack_size(),
         FiberLocals::new(Some(rctx.clone()), Some(chain.blocking.clone())),
-        move || body_chain.call_sync(layers.start, layers.end, *req, Backend::Fiber),
+        move || {
+            let resp = body_chain.call_sync(layers.start, layers.end, *req, Backend::Fiber);
+            handoff::put_response(resp);
+        },
     );
     State::Running { fiber, inner: None }
 }
@@ -147,7 +154,9 @@ impl Future for FiberSegmentFuture {
                             Poll::Pending => return Poll::Pending,
                             Poll::Ready(r) => {
                                 *inner = None;
-                                Resumed::Response(r)
+                                // Taken by `get_response` as the fiber resumes.
+                                handoff::put_response(r);
+                                Resumed::Response
                             }
                         },
                         None => {
@@ -173,15 +182,16 @@ impl Future for FiberSegmentFuture {
                     active::end_run(run);
                     match step {
                         Ok(Step::Suspended(Suspend::Pending)) => return Poll::Pending,
-                        Ok(Step::Suspended(Suspend::Inner(req))) => {
+                        Ok(Step::Suspended(Suspend::Inner)) => {
                             *inner = Some(Chain::run_segment(
                                 &this.chain,
                                 this.seg + 1,
-                                *req,
+                                handoff::take_request(),
                                 this.rctx.clone(),
                             ));
                         }
-                        Ok(Step::Done(resp)) => {
+                        Ok(Step::Done(())) => {
+                            let resp = handoff::take_response();
                             this.finish();
                             return Poll::Ready(resp);
                         }
@@ -213,7 +223,7 @@ impl Future for FiberSegmentFuture {
 impl FiberSegmentFuture {
     /// Returns the fiber's stack to the pool (or accounts for its loss).
     fn finish(&mut self) {
-        if let State::Running { fiber, inner } = std::mem::replace(&mut self.state, State::Done) {
+        if let State::Running { fiber, inner, .. } = std::mem::replace(&mut self.state, State::Done) {
             // The stack goes back even if the inner future's drop panics.
             let slot = StackSlot {
                 chain: &self.chain,
@@ -259,7 +269,7 @@ impl Drop for FiberSegmentFuture {
         // `finish` runs however this ends: a panic from the inner future's
         // destructor (or from a payload's) must not keep the stack's slot.
         let this = FinishOnDrop(self);
-        if let State::Running { fiber, inner } = &mut this.0.state {
+        if let State::Running { fiber, inner, .. } = &mut this.0.state {
             // Innermost first: the async part, then the fiber's frames.
             drop(inner.take());
             if fiber.scoped_job().is_some() {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::body::{Request, Response};
 use crate::coro::{self, Place};
 use crate::exec::chain::Chain;
-use crate::exec::fiber_locals::{Resumed, Suspend};
+use crate::exec::fiber_locals::{handoff, Resumed, Suspend};
 use crate::exec::link::ThreadLink;
 use crate::exec::request::RequestCtx;
 
@@ -94,11 +94,24 @@ impl<'a> Next<'a> {
 /// sync layer on the fiber stack) does not carry this path's temporaries.
 #[inline(never)]
 fn suspend_for_inner(req: Request) -> Response {
-    match coro::suspend::<Suspend, Resumed>(Suspend::Inner(Box::new(req))) {
-        Ok(Resumed::Response(r)) => r,
+    handoff::put_request(req);
+    match coro::suspend::<Suspend, Resumed>(Suspend::Inner) {
+        Ok(Resumed::Response) => handoff::take_response(),
         Ok(Resumed::Poll) => unreachable!("driver resumed get_response without a response"),
-        Err(Place::Unwinding) => inner_during_unwind(),
-        Err(_) => crate::panic::off_fiber("get_response"),
+        Err(place) => refused(place),
+    }
+}
+
+/// The fiber may not suspend here (see [`coro::suspend`]): the request never
+/// left; take it back and answer as the refusal requires. Cold and out of
+/// line, so `suspend_for_inner`'s frame holds none of this.
+#[cold]
+#[inline(never)]
+fn refused(place: Place) -> Response {
+    drop(handoff::take_request());
+    match place {
+        Place::Unwinding => inner_during_unwind(),
+        _ => crate::panic::off_fiber("get_response"),
     }
 }
 
