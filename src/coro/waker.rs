@@ -8,9 +8,9 @@
 //! wake to the driver's *latest* waker.
 //!
 //! Cost: nothing for fibers that never poll a future (most only call
-//! `get_response`). Otherwise, on each resumption, a lock and a
-//! `will_wake` comparison (a clone only when the driver's waker changed,
-//! e.g. the request moved to another task). The forwarder's allocation is
+//! `get_response`). Otherwise, on each resumption, two pointer comparisons
+//! (a lock and a clone only when the driver's waker changed, e.g. the
+//! request moved to another task). The forwarder's allocation is
 //! recycled: a fiber that ends while nobody else holds its waker leaves the
 //! forwarder in a one-place per-thread spare for the next fiber (an
 //! allocation and a free per waiting fiber cost ~140 instructions, the
@@ -18,14 +18,34 @@
 
 use std::cell::{Cell, OnceCell};
 use std::sync::Arc;
-use std::task::{Wake, Waker};
+use std::task::{RawWakerVTable, Wake, Waker};
 
 use crate::loom::lock;
 use crate::loom::sync::Mutex;
 
 /// The fiber's forwarding waker, made on first use.
 pub(crate) struct ForwardWaker {
-    made: OnceCell<(Arc<Forward>, Waker)>,
+    made: OnceCell<Made>,
+}
+
+/// A made forwarder, as its fiber holds it.
+struct Made {
+    fwd: Arc<Forward>,
+    /// The waker code on the fiber sees (a handle on `fwd`).
+    waker: Waker,
+    /// Identity (data, vtable) of the waker `fwd.latest` holds. Only the
+    /// fiber's thread writes `latest`, so it knows this without the lock,
+    /// and a resumption under the same driver waker (the usual case: a
+    /// task's waker does not change) costs two comparisons instead of a
+    /// lock and `will_wake`. `latest` keeps that waker alive, so its
+    /// address cannot be reused by another waker meanwhile.
+    target: Cell<WakerId>,
+}
+
+type WakerId = (*const (), *const RawWakerVTable);
+
+fn id(w: &Waker) -> WakerId {
+    (w.data(), w.vtable())
 }
 
 /// Shared by the fiber and every clone of its waker (which may be woken
@@ -73,9 +93,13 @@ impl ForwardWaker {
                         latest: Mutex::new(driver.clone()),
                     }),
                 };
-                (fwd.clone(), Waker::from(fwd))
+                Made {
+                    waker: Waker::from(fwd.clone()),
+                    fwd,
+                    target: Cell::new(id(driver)),
+                }
             })
-            .1
+            .waker
     }
 
     /// Points the forwarder at the driver's waker of a new resumption.
@@ -85,8 +109,11 @@ impl ForwardWaker {
     /// after this call, so the readiness behind that wake is not lost.
     #[inline]
     pub(crate) fn refresh(&self, driver: &Waker) {
-        if let Some((fwd, _)) = self.made.get() {
-            fwd.point_at(driver);
+        if let Some(m) = self.made.get() {
+            if m.target.get() != id(driver) {
+                m.fwd.point_at(driver);
+                m.target.set(id(driver));
+            }
         }
     }
 }
@@ -103,7 +130,7 @@ impl Drop for ForwardWaker {
 /// Keeps a dropped fiber's forwarder as this thread's spare if nothing
 /// else refers to it.
 #[inline(never)]
-fn recycle((fwd, waker): (Arc<Forward>, Waker)) {
+fn recycle(Made { fwd, waker, .. }: Made) {
     drop(waker);
     // Unique now: no clone of the fiber's waker is left anywhere (a clone
     // could only be made from one that still exists), so nobody can wake
@@ -119,9 +146,6 @@ impl Forward {
     /// should pay only the `OnceCell` check above.
     #[inline(never)]
     fn point_at(&self, driver: &Waker) {
-        let mut latest = lock(&self.latest);
-        if !latest.will_wake(driver) {
-            latest.clone_from(driver);
-        }
+        lock(&self.latest).clone_from(driver);
     }
 }
