@@ -43,7 +43,7 @@ fn run_once(stack: DefaultStack, stack_size: usize) -> DefaultStack {
         stack,
         stack_size,
         (),
-        || drop(Response::new(crate::Body::empty())),
+        |_| drop(Response::new(crate::Body::empty())),
     );
     match fiber.resume(Waker::noop(), Resumed::Poll) {
         Step::Done(()) => {}

@@ -136,7 +136,7 @@ where
     let handle = tokio::runtime::Handle::try_current().unwrap_or_else(|_| {
         panic!("suspendware::blocking() needs a tokio runtime: run the pipeline inside one")
     });
-    let pool = FiberLocals::with(|l| l.blocking_pool().cloned()).flatten();
+    let pool = FiberLocals::with(|l| l.blocking_pool().clone());
     let spawn = |job: scoped::Job| {
         let work: Box<dyn FnOnce() + Send> = Box::new(move || job.run());
         match &pool {

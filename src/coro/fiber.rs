@@ -103,11 +103,12 @@ pub(crate) struct Fiber<Y: 'static, R: 'static, T: 'static> {
 
 impl<Y: 'static, R: 'static, T: 'static> Fiber<Y, R, T> {
     /// Creates a fiber that will run `f` on `stack` when first resumed, with
-    /// `hooks` reachable by its code (`super::with_hooks`).
+    /// `hooks` reachable by its code (`super::with_hooks`) and passed to `f`
+    /// (so what `f` needs and the hooks hold is captured once).
     pub(crate) fn new<H, F>(stack: DefaultStack, stack_size: usize, hooks: H, f: F) -> Self
     where
         H: Hooks,
-        F: FnOnce() -> T + 'static,
+        F: FnOnce(&H) -> T + 'static,
     {
         overflow::install();
         let guard = overflow::GuardRange::at_limit(stack.limit().get(), stack_size);
@@ -122,7 +123,7 @@ impl<Y: 'static, R: 'static, T: 'static> Fiber<Y, R, T> {
             // contents while the context is still whole.
             let _exit = ExitGuard(&ctx.header);
             match first.cmd {
-                Cmd::Go(_) => f(),
+                Cmd::Go(_) => f(&ctx.hooks),
                 // `cancel` never resumes a fiber that has not started; if it
                 // did, unwinding without running `f` is the safe reading.
                 Cmd::Cancel => panic::resume_unwind(Box::new(Cancelled)),

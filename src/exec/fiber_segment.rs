@@ -99,7 +99,6 @@ fn start_fiber(
     layers: Layers,
     req: Request,
 ) -> State {
-    let body_chain = chain.clone();
     // The request travels boxed into the fiber: corosensei moves the body
     // closure through several frames at the root of the fiber stack, and a
     // 256-byte request inside it would be copied into each (see
@@ -112,9 +111,11 @@ fn start_fiber(
     let fiber = RequestFiber::new(
         stack,
         chain.pool.stack_size(),
-        FiberLocals::new(Some(rctx.clone()), Some(chain.blocking.clone())),
-        move || {
-            let resp = body_chain.call_sync(layers.start, layers.end, *req, Backend::Fiber);
+        FiberLocals::new(rctx.clone(), chain.clone()),
+        move |locals: &FiberLocals| {
+            let resp = locals
+                .chain()
+                .call_sync(layers.start, layers.end, *req, Backend::Fiber);
             handoff::put_response(resp);
         },
     );

@@ -78,7 +78,7 @@ pub(crate) fn on_held_thread() -> bool {
 
 /// The request whose sync code runs here (fiber, held thread or hop).
 pub(crate) fn current() -> Option<Arc<RequestCtx>> {
-    if let Some(Some(ctx)) = FiberLocals::with(|f| f.request().cloned()) {
+    if let Some(ctx) = FiberLocals::with(|f| f.request().clone()) {
         return Some(ctx);
     }
     THREAD_REQUEST.with(|c| c.borrow().clone())
