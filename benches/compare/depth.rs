@@ -9,7 +9,8 @@
 //! is fresh (a new pipeline; stackful maps a new stack per coroutine) and
 //! stays mapped after the request (suspendware's pool keeps it, stackful
 //! caches one), so the count is what one request touched, including the
-//! frames below the innermost layer (the suspension, the view's wait).
+//! frames below the innermost layer (the suspension, the view's wait), and
+//! the lowest byte written tells how deep the request really went.
 
 use std::cell::RefCell;
 
@@ -62,6 +63,27 @@ fn resident_pages(start: usize, end: usize) -> usize {
     vec.iter().filter(|b| **b & 1 == 1).count()
 }
 
+/// How far below `end` the stack was written: the lowest non-zero byte in
+/// the lowest resident page (a fresh stack's pages are zero until touched;
+/// only resident pages are read, so the scan faults nothing in).
+fn deepest_written(start: usize, end: usize) -> Option<usize> {
+    let page = 4096;
+    let n = (end - start) / page;
+    let mut vec = vec![0u8; n];
+    // SAFETY: as in `resident_pages`.
+    let rc = unsafe { libc::mincore(start as *mut libc::c_void, end - start, vec.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    let lowest = vec.iter().position(|b| *b & 1 == 1)?;
+    let base = start + lowest * page;
+    // SAFETY: the page is part of the stack's mapping, readable (the guard
+    // page is not resident and not part of this mapping) and resident.
+    let bytes = unsafe { std::slice::from_raw_parts(base as *const u8, page) };
+    let first = bytes.iter().position(|b| *b != 0)?;
+    Some(end - (base + first))
+}
+
 /// `common::run_layers` (the chain of the `stackful` mode) with a probe at
 /// the top of each layer.
 fn run_layers_probed(
@@ -106,8 +128,8 @@ pub fn run(k: usize) -> i32 {
         .expect("tokio runtime");
     let local = tokio::task::LocalSet::new();
     println!("K={k} working sync layers, view yields once; one request on a fresh stack");
-    println!("| mode | stack size | outermost layer at (bytes below top) | bytes per further layer | innermost layer at | resident stack pages after the request |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("| mode | stack size | outermost layer at (bytes below top) | bytes per further layer | innermost layer at | deepest byte written | resident stack pages after the request |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for mode in ["suspend", "stackful"] {
         ADDRS.with(|a| a.borrow_mut().clear());
         REGION.with(|r| *r.borrow_mut() = None);
@@ -137,7 +159,7 @@ pub fn run(k: usize) -> i32 {
 fn report(mode: &str, k: usize) {
     let addrs = ADDRS.with(|a| a.borrow().clone());
     let Some((start, end)) = REGION.with(|r| *r.borrow()) else {
-        println!("| {mode} | ? | ? | ? | ? | ? |");
+        println!("| {mode} | ? | ? | ? | ? | ? | ? |");
         return;
     };
     let (outer, inner) = (addrs[0], addrs[addrs.len() - 1]);
@@ -146,12 +168,13 @@ fn report(mode: &str, k: usize) {
     } else {
         "–".into()
     };
+    let resident = resident_pages(start, end);
+    let deepest = deepest_written(start, end).map_or("?".into(), |d| d.to_string());
     println!(
-        "| {mode} | {} KiB | {} | {per_layer} | {} | {} ({} KiB) |",
+        "| {mode} | {} KiB | {} | {per_layer} | {} | {deepest} | {resident} ({} KiB) |",
         (end - start) / 1024,
         end - outer,
         end - inner,
-        resident_pages(start, end),
-        resident_pages(start, end) * 4,
+        resident * 4,
     );
 }
