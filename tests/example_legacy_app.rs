@@ -399,13 +399,12 @@ fn an_in_memory_database_is_refused() {
 }
 
 /// Inline database calls block the worker thread: the watchdog counts each
-/// stall in `stall_stats()`. Three calls block here (save, load, save),
-/// each far above the threshold. The saves run after the view, on a resume
-/// that ends when the fiber returns, and are blamed on the segment's
-/// layers, "Sessions" among them. (The load, before the view, is blamed on
-/// the layer that was running when the fiber next suspended: the innermost,
-/// XFrameOptions; the watchdog does not see which layer of one resume
-/// blocked.)
+/// stall in `stall_stats()` and charges it to the layer that made the call.
+/// Three calls block here (save, load, save), each far above the threshold,
+/// all in `Sessions`: the load runs before the view on a resume that goes
+/// on through every inner layer to the innermost one's `get_response`, the
+/// saves after the view on resumes that end with the fiber returning; in
+/// neither case may the blame land on another layer of that resume.
 #[test]
 fn inline_database_calls_are_named_by_the_watchdog() {
     // Far above the watchdog's 10 ms threshold; sleeping is blocked time,
@@ -445,7 +444,7 @@ fn inline_database_calls_are_named_by_the_watchdog() {
         "{stalls:?}"
     );
     assert!(
-        stalls.iter().any(|s| s.layer.contains("Sessions")),
-        "{stalls:?}"
+        stalls.iter().all(|s| s.layer == "Sessions"),
+        "only the layer that made the calls is blamed: {stalls:?}"
     );
 }
