@@ -14,20 +14,28 @@ pub(crate) fn coarse_now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// A cheap, monotonic-per-thread tick counter for *comparing* short
-/// intervals measured on one thread (which layer of a fiber run took the
-/// longest): the time-stamp counter on x86_64 (one instruction, no
-/// calibration needed for comparisons), the coarse clock elsewhere.
-#[inline(always)]
-pub(crate) fn ticks() -> u64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: `rdtsc` has no preconditions: it reads a counter every
-        // x86_64 CPU has and touches no memory.
-        unsafe { core::arch::x86_64::_rdtsc() }
+/// Lets the calling thread run on every CPU the process may use.
+///
+/// A thread inherits its creator's CPU affinity. The watchdog's ticker
+/// thread is started by whichever thread first resumes a fiber, which may be
+/// pinned (a thread-per-core worker, or a test pinned next to CPU hogs); a
+/// ticker sharing a pinned, busy CPU would stall and mistime layers. The
+/// kernel intersects the request with the process's allowed set (cgroup
+/// cpuset), so asking for every CPU means "wherever this process may run".
+pub(crate) fn allow_every_cpu() -> std::io::Result<()> {
+    // SAFETY: `cpu_set_t` is a plain array of bits: all zeros is the empty
+    // set, a valid value.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for cpu in 0..libc::CPU_SETSIZE as usize {
+        // SAFETY: `cpu` is below CPU_SETSIZE, the capacity of `set`.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        coarse_now_ns()
+    // SAFETY: `set` is an initialised set of exactly the size passed, and
+    // pid 0 names the calling thread.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }

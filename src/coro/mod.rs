@@ -15,8 +15,8 @@
 //! * [`overflow`] installs a `SIGSEGV`/`SIGBUS` handler that recognises a
 //!   fault in the guard page of the fiber running on the faulting thread and
 //!   reports it before aborting.
-//! * [`clock`] is the coarse clock the watchdog reads, and the tick counter
-//!   that times layers against each other.
+//! * [`clock`] is the coarse clock the watchdog reads (and lets the
+//!   watchdog's ticker thread leave a pinned creator's CPU).
 #![allow(unsafe_code)]
 
 pub(crate) mod clock;
@@ -32,7 +32,7 @@ pub(crate) mod waker;
 #[cfg(all(test, not(loom)))]
 mod tests;
 
-pub(crate) use clock::{coarse_now_ns, ticks};
+pub(crate) use clock::{allow_every_cpu, coarse_now_ns};
 pub(crate) use current::{place, suspend, with_hooks, with_waker, Hooks, Place};
 pub(crate) use fiber::{Cancel, Fiber, Step};
 pub use unwind::Cancelled;

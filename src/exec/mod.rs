@@ -13,7 +13,8 @@
 //! * [`boundary`] — panic boundaries around every layer call.
 //! * [`layers`] — a range of layer indices.
 //! * [`active`] — which layer runs on the thread, and which one kept the
-//!   current fiber run the longest (whom the watchdog names).
+//!   current fiber run the longest (whom the watchdog names); [`ticker`] —
+//!   the millisecond counter it times layers with.
 //!
 //! The walk is recursive by nature (a segment runs the next one, which may
 //! call back into the chain), so this is the one room whose files may import
@@ -34,4 +35,5 @@ pub(crate) mod orphans;
 pub(crate) mod request;
 pub(crate) mod stage;
 pub(crate) mod thread_segment;
+pub(crate) mod ticker;
 pub(crate) mod watchdog;

@@ -198,6 +198,7 @@ impl Watchdog {
     /// A watchdog warning above `threshold`, with counters for `layers`
     /// layers.
     pub(crate) fn new(threshold: Duration, layers: usize) -> Watchdog {
+        crate::exec::ticker::start_early();
         let limit_ns = u64::try_from(threshold.as_nanos()).unwrap_or(u64::MAX);
         Watchdog {
             limit_ns,
