@@ -39,12 +39,9 @@ pub fn fiber_lifecycle_fresh(stack_size: usize) {
 }
 
 fn run_once(stack: DefaultStack, stack_size: usize) -> DefaultStack {
-    let mut fiber = RequestFiber::new(
-        stack,
-        stack_size,
-        (),
-        |_| drop(Response::new(crate::Body::empty())),
-    );
+    let mut fiber = RequestFiber::new(stack, stack_size, (), |_| {
+        drop(Response::new(crate::Body::empty()))
+    });
     match fiber.resume(Waker::noop(), Resumed::Poll) {
         Step::Done(()) => {}
         Step::Suspended(_) => unreachable!("the bench fiber never suspends"),

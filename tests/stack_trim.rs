@@ -138,9 +138,14 @@ fn an_idle_pool_unmaps_stacks_beyond_its_hot_set_without_further_requests() {
     // the burst instead, the trimmer (200 ms idle timeout) may already
     // have unmapped the stacks released first when the machine is slow.
     let mut at_peak = (0, 0);
-    burst(&p, &open, N, |peak| at_peak = (peak.allocated, stack_map_pairs()));
+    burst(&p, &open, N, |peak| {
+        at_peak = (peak.allocated, stack_map_pairs())
+    });
     let (allocated_at_peak, pairs_at_peak) = at_peak;
-    assert!(pairs_at_peak >= N, "{N} stacks in use but {pairs_at_peak} stack maps");
+    assert!(
+        pairs_at_peak >= N,
+        "{N} stacks in use but {pairs_at_peak} stack maps"
+    );
     assert_eq!(allocated_at_peak, N);
     assert_eq!(p.stack_stats().in_use, 0);
     // Only the trimmer thread runs now: no request, no runtime.

@@ -224,7 +224,8 @@ impl Future for FiberSegmentFuture {
 impl FiberSegmentFuture {
     /// Returns the fiber's stack to the pool (or accounts for its loss).
     fn finish(&mut self) {
-        if let State::Running { fiber, inner, .. } = std::mem::replace(&mut self.state, State::Done) {
+        if let State::Running { fiber, inner, .. } = std::mem::replace(&mut self.state, State::Done)
+        {
             // The stack goes back even if the inner future's drop panics.
             let slot = StackSlot {
                 chain: &self.chain,

@@ -50,8 +50,8 @@ use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use crate::coro::coarse_now_ns;
-use crate::exec::chain::Chain;
 use crate::exec::active::last_stop;
+use crate::exec::chain::Chain;
 use crate::exec::layers::Layers;
 use crate::loom::sync::atomic::{AtomicU64, Ordering};
 use crate::pipeline::plan::Segment;
