@@ -64,9 +64,11 @@ use crate::pipeline::plan::Segment;
 /// part of them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StallStats {
-    /// The layer's name; when a fiber ran several layers and returned
-    /// without suspending, any of them may have been slow, and the segment's
-    /// layers are listed joined by `", "`.
+    /// The layer's name: the layer that ran the longest stretch of the
+    /// stalled fiber run. When no layer's stretch could be told apart (the
+    /// watchdog's ticker thread could not run, or no layer ran for a whole
+    /// millisecond tick), any layer of the segment may have been slow, and
+    /// the segment's layers are listed joined by `", "`.
     pub layer: String,
     /// How many times a fiber ran past the threshold in this layer.
     pub count: u64,

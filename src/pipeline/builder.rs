@@ -261,6 +261,13 @@ impl PipelineBuilder {
     /// call); the thread's schedstat snapshot is refreshed at most once per
     /// `threshold / 4` (at least 1 ms). Keep the threshold above the coarse
     /// clock's resolution (1–4 ms).
+    ///
+    /// A stall is charged to the layer that ran the longest stretch of the
+    /// fiber's run, not to the layer the fiber happened to stop in: each
+    /// layer entry and exit reads a millisecond counter that a
+    /// `suspendware-ticker` thread advances while fibers run (it parks when
+    /// they are idle; started here, with this thread's CPU set widened to
+    /// the whole process's).
     pub fn watchdog(mut self, threshold: Option<Duration>) -> Self {
         self.watchdog = threshold;
         self

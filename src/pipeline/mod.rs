@@ -70,7 +70,8 @@ impl Pipeline {
 
     /// Stalls counted by the watchdog, one entry per layer that stalled
     /// (layers outermost first, then any "one of these layers" entries of
-    /// fibers that returned without suspending; see [`StallStats::layer`]).
+    /// runs whose slow layer could not be told apart; see
+    /// [`StallStats::layer`]).
     ///
     /// A stall is what the watchdog warns about: a fiber that ran longer
     /// than the threshold ([`PipelineBuilder::watchdog`]) without
