@@ -78,6 +78,9 @@ impl LayerSpan {
 }
 
 impl Drop for LayerSpan {
+    // Inline check, out-of-line work: every sync layer drops one of these
+    // (usually `Off`), and the fiber-locals lookup would otherwise be
+    // inlined into each layer's frame.
     #[inline]
     fn drop(&mut self) {
         if let LayerSpan::Fiber(..) = self {

@@ -128,7 +128,8 @@ impl Drop for ForwardWaker {
 }
 
 /// Keeps a dropped fiber's forwarder as this thread's spare if nothing
-/// else refers to it.
+/// else refers to it. Out of line: most fibers never make a forwarder, and
+/// their context's drop should pay only the `OnceCell` check.
 #[inline(never)]
 fn recycle(Made { fwd, waker, .. }: Made) {
     drop(waker);
