@@ -59,10 +59,19 @@ thread_local! {
     /// The scoped job a fiber suspended with, handed to the `Fiber` that
     /// resumed it (taken after every resumption; see `scoped.rs`).
     static PENDING: Cell<Option<Arc<Completion>>> = const { Cell::new(None) };
+    /// Whether `PENDING` holds a job. A destructor-less flag read after
+    /// every resumption, so the common case (no `blocking` in flight) skips
+    /// `PENDING`, a thread-local with a destructor whose every access also
+    /// checks its registration.
+    static HAS_PENDING: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Takes the scoped job the fiber that just stopped suspended with.
+#[inline]
 pub(super) fn take_pending() -> Option<Arc<Completion>> {
+    if !HAS_PENDING.with(|h| h.replace(false)) {
+        return None;
+    }
     PENDING.with(|p| p.take())
 }
 
@@ -219,11 +228,13 @@ pub(crate) fn with_waker<R>(f: impl FnOnce(&Waker) -> R) -> Option<R> {
 /// Raises a [`Cancelled`] unwind when the driver cancels the fiber.
 #[inline(always)] // one frame with its callers (`get_response`'s end)
 pub(crate) fn suspend<Y: 'static, R: 'static>(what: Y) -> Result<R, Place> {
-    let here = place();
-    if here != Place::Fiber {
-        return Err(here);
+    // `place()`, with the header it finds kept (one `CURRENT` read).
+    let Some(h) = current() else {
+        return Err(Place::Off);
+    };
+    if std::thread::panicking() {
+        return Err(Place::Unwinding);
     }
-    let h = current().expect("place() saw a fiber");
     assert!(
         h.tag == TypeId::of::<(Y, R)>(),
         "suspendware: a fiber was suspended with types it does not carry"
@@ -237,6 +248,7 @@ pub(crate) fn suspend<Y: 'static, R: 'static>(what: Y) -> Result<R, Place> {
     let job = h.scoped.take();
     if let Some(j) = &job {
         PENDING.with(|p| p.set(Some(j.clone())));
+        HAS_PENDING.with(|h| h.set(true));
     }
     h.scoped.set(job);
     let reclaim = Reclaim(h);
