@@ -8,40 +8,20 @@
 #[allow(dead_code)]
 #[path = "../examples/legacy_app/mod.rs"]
 mod app;
+mod http_client;
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
-use http::{HeaderMap, Method, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::{Method, StatusCode};
 use rusqlite::{params, Connection, OptionalExtension};
 use suspendware::server::Server;
 use suspendware::{Mode, Pipeline};
 
 use app::{AppConfig, AppState, DbCalls, DbConfig};
+use http_client::{client, send, set_cookie, set_cookie_line, tokio_mt};
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-/// Every request is bounded: a hung server fails the test instead of
-/// hanging it.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const FORM: &str = "application/x-www-form-urlencoded";
-
-fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-fn tokio_mt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// How the app is built for a test.
 #[derive(Debug, Clone, Copy)]
@@ -93,64 +73,6 @@ fn serve(pipeline: &Pipeline, workers: usize) -> Server {
         .workers(workers)
         .serve(move |_| pipeline.clone())
         .unwrap()
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-async fn send(
-    client: &HttpClient,
-    server: &Server,
-    method: Method,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Reply {
-    let mut req = http::Request::builder()
-        .method(method)
-        .uri(format!("http://{}{path}", server.local_addr()));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
-    let reply = async {
-        let resp = client.request(req).await.expect("request failed");
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await.unwrap().to_bytes();
-        Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body: String::from_utf8(body.to_vec()).unwrap(),
-        }
-    };
-    tokio::time::timeout(REQUEST_TIMEOUT, reply)
-        .await
-        .unwrap_or_else(|_| panic!("no answer to {path} in {REQUEST_TIMEOUT:?}"))
-}
-
-/// The whole `Set-Cookie` line that sets cookie `name`.
-fn set_cookie_line(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| {
-            v.split(';')
-                .next()
-                .and_then(|p| p.split_once('='))
-                .map(|p| p.0)
-                == Some(name)
-        })
-        .map(str::to_owned)
-}
-
-/// The value of cookie `name` set by the response.
-fn set_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    set_cookie_line(headers, name)
-        .and_then(|l| Some(l.split(';').next()?.split_once('=')?.1.to_owned()))
 }
 
 /// The session row as stored in the database file (read with a connection

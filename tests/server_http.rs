@@ -4,34 +4,20 @@
 #[allow(dead_code)]
 #[path = "../examples/legacy_app/mod.rs"]
 mod app;
+mod http_client;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ALLOW, COOKIE, SET_COOKIE};
-use http::{HeaderMap, Method, StatusCode};
+use http::header::{ALLOW, COOKIE};
+use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use suspendware::server::Server;
 use suspendware::{Mode, Pipeline, Request, Response};
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-fn tokio_mt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use http_client::{client, send, set_cookie, tokio_mt};
 
 fn app_server(workers: usize, mode: Mode) -> Server {
     let state = app::AppState::default();
@@ -45,48 +31,6 @@ fn app_server(workers: usize, mode: Mode) -> Server {
         .workers(workers)
         .serve(|_| pipeline.clone())
         .unwrap()
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-async fn send(
-    client: &HttpClient,
-    server: &Server,
-    method: Method,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Reply {
-    let mut req = http::Request::builder()
-        .method(method)
-        .uri(format!("http://{}{path}", server.local_addr()));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
-    let resp = client.request(req).await.expect("request failed");
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body: String::from_utf8(body.to_vec()).unwrap(),
-    }
-}
-
-/// The value of cookie `name` set by the response.
-fn set_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| v.split(';').next()?.split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_owned())
 }
 
 const MODES: [Mode; 3] = [Mode::Suspend, Mode::Adapt, Mode::ThreadHop];
