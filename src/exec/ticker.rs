@@ -14,8 +14,9 @@
 //!
 //! ## Idling
 //!
-//! The ticker runs while fibers run. Every resume notes that fibers are in
-//! use ([`in_use`]: a load, and a store only when the flag was clear); once
+//! The ticker runs while fibers run. Every resume under a watchdog notes
+//! that fibers are in use ([`in_use`]: a load, and a store only when the
+//! flag was clear); once
 //! a second the ticker clears the flag, and after a second in which nobody
 //! set it, parks itself. The first resume after that wakes it (one
 //! `unpark`). The handshake, all `SeqCst`:

@@ -214,6 +214,9 @@ impl Watchdog {
     /// `refresh` old (module docs).
     #[inline]
     pub(crate) fn start(&self) -> u64 {
+        // Only pipelines with a watchdog keep the layer-timing ticker awake
+        // (without one, nothing reads its counter's differences).
+        crate::exec::ticker::in_use();
         let now = coarse_now_ns();
         if now.wrapping_sub(SNAPSHOT.with(|s| s.get().at)) >= self.refresh_ns {
             refresh(now);
