@@ -87,6 +87,7 @@ mod loom_support;
 pub mod panic;
 mod pipeline;
 pub mod runtime;
+mod service_thread;
 // tokio leaves out `net` under `--cfg loom`.
 #[cfg(all(feature = "server", not(loom)))]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]

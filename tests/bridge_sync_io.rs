@@ -94,6 +94,9 @@ fn a_thousand_sync_websocket_clients_share_one_thread() {
             let p = ws_client(addr, max_threads.clone());
             // Counted after the build: it starts the process's watchdog
             // ticker thread (once per process), which SyncIo does not add.
+            // `build` returns once that thread runs under its own name (a
+            // new thread first carries its creator's, this test thread's,
+            // which `os_threads` leaves out: CI once saw it appear later).
             baseline = os_threads();
             let handles: Vec<_> = (0..N)
                 .map(|i| tokio::task::spawn_local(p.handle(req(&format!("/{i}")))))

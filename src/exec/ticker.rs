@@ -104,10 +104,7 @@ pub(crate) fn start_early() {
 /// counter then stays still and the watchdog names the layer a fiber
 /// stopped in, as it did before layers were timed).
 fn start() -> Option<Thread> {
-    let spawned = std::thread::Builder::new()
-        .name("suspendware-ticker".into())
-        .stack_size(64 * 1024)
-        .spawn(run);
+    let spawned = crate::service_thread::spawn("suspendware-ticker", Some(64 * 1024), run);
     match spawned {
         Ok(handle) => Some(handle.thread().clone()),
         Err(e) => {

@@ -63,9 +63,9 @@ pub(crate) fn register<T: Trim + 'static>(pool: Weak<T>) {
     let mut reg = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
     reg.pools.push(pool);
     if !reg.started {
-        let spawned = std::thread::Builder::new()
-            .name("suspendware-trim".into())
-            .spawn(run);
+        // `run` takes the registry's lock only after it signalled that it
+        // runs, so waiting for it here, lock held, cannot deadlock.
+        let spawned = crate::service_thread::spawn("suspendware-trim", None, run);
         match spawned {
             Ok(_) => reg.started = true,
             // Pools then keep their stacks (as with no idle timeout); the
