@@ -14,14 +14,15 @@
 //! recycled: a fiber that ends while nobody else holds its waker leaves the
 //! forwarder in a one-place per-thread spare for the next fiber (an
 //! allocation and a free per waiting fiber cost ~140 instructions, the
-//! reuse two reference-count updates).
+//! reuse two reference-count updates; a spare is unique, so pointing it at
+//! a driver's waker and clearing it again take no lock).
 
 use std::cell::{Cell, OnceCell};
 use std::sync::Arc;
 use std::task::{RawWakerVTable, Wake, Waker};
 
-use crate::loom::lock;
 use crate::loom::sync::Mutex;
+use crate::loom::{get_mut, lock};
 
 /// The fiber's forwarding waker, made on first use.
 pub(crate) struct ForwardWaker {
@@ -85,13 +86,17 @@ impl ForwardWaker {
             .made
             .get_or_init(|| {
                 let fwd = match SPARE.try_with(Cell::take).ok().flatten() {
-                    Some(fwd) => {
-                        lock(&fwd.latest).clone_from(driver);
-                        fwd
-                    }
-                    None => Arc::new(Forward {
-                        latest: Mutex::new(driver.clone()),
-                    }),
+                    // The spare is unique (`recycle` keeps only unique
+                    // ones, and nothing clones it while it waits): its
+                    // waker is set through exclusive access, with no lock.
+                    Some(mut fwd) => match Arc::get_mut(&mut fwd) {
+                        Some(f) => {
+                            get_mut(&mut f.latest).clone_from(driver);
+                            fwd
+                        }
+                        None => Forward::made_for(driver),
+                    },
+                    None => Forward::made_for(driver),
                 };
                 Made {
                     waker: Waker::from(fwd.clone()),
@@ -131,18 +136,27 @@ impl Drop for ForwardWaker {
 /// else refers to it. Out of line: most fibers never make a forwarder, and
 /// their context's drop should pay only the `OnceCell` check.
 #[inline(never)]
-fn recycle(Made { fwd, waker, .. }: Made) {
+fn recycle(Made { mut fwd, waker, .. }: Made) {
     drop(waker);
     // Unique now: no clone of the fiber's waker is left anywhere (a clone
     // could only be made from one that still exists), so nobody can wake
-    // through it, and the next fiber may take it over.
-    if Arc::strong_count(&fwd) == 1 {
-        *lock(&fwd.latest) = Waker::noop().clone();
+    // through it, and the next fiber may take it over. Exclusive access
+    // also means the driver's waker is dropped without taking the lock
+    // (`Arc::get_mut` is the uniqueness check and the access in one).
+    if let Some(f) = Arc::get_mut(&mut fwd) {
+        *get_mut(&mut f.latest) = Waker::noop().clone();
         let _ = SPARE.try_with(|s| s.set(Some(fwd)));
     }
 }
 
 impl Forward {
+    /// A new forwarder pointing at `driver`.
+    fn made_for(driver: &Waker) -> Arc<Forward> {
+        Arc::new(Forward {
+            latest: Mutex::new(driver.clone()),
+        })
+    }
+
     /// Out of line: most fibers never make a forwarder, and their resumes
     /// should pay only the `OnceCell` check above.
     #[inline(never)]

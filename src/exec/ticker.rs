@@ -47,6 +47,9 @@ pub(crate) const TICK: Duration = Duration::from_millis(1);
 
 /// Ticks since the ticker started (it only advances while fibers run).
 static TICKS: AtomicU64 = AtomicU64::new(0);
+/// The coarse clock (`crate::coro::coarse_now_ns`) as last read by the
+/// ticker, or by the resume that woke it; 0 until the ticker first ran.
+static CLOCK_NS: AtomicU64 = AtomicU64::new(0);
 /// Some fiber was resumed since the ticker last looked.
 static USED: AtomicBool = AtomicBool::new(false);
 /// The ticker is ticking (not parked, not about to park).
@@ -62,6 +65,30 @@ pub(crate) fn now() -> u64 {
         return 0;
     }
     TICKS.load(Ordering::Relaxed)
+}
+
+/// A reading of the coarse clock taken at most about one tick ago (later
+/// if the ticker was kept off a CPU): never ahead of the clock. The
+/// watchdog's after-resume check compares it with the clock read before
+/// the resume (an elapsed time that can only come out short, never long),
+/// and reads the clock itself only when that already exceeds its
+/// threshold. `None` when no ticker runs (it could not be started): read
+/// the clock instead.
+#[inline(always)]
+pub(crate) fn clock_ns_lagging() -> Option<u64> {
+    if cfg!(loom) {
+        return None;
+    }
+    match CLOCK_NS.load(Ordering::Relaxed) {
+        0 => None,
+        t => Some(t),
+    }
+}
+
+/// Publishes a clock reading, never moving [`CLOCK_NS`] back (the ticker
+/// and a waking resume may race).
+fn publish_clock() {
+    CLOCK_NS.fetch_max(crate::coro::coarse_now_ns(), Ordering::Relaxed);
 }
 
 /// A fiber is about to run: keeps the ticker ticking (see the module docs).
@@ -83,6 +110,9 @@ fn wake() {
     if !AWAKE.load(Ordering::SeqCst) {
         AWAKE.store(true, Ordering::SeqCst);
         if let Some(t) = TICKER.get_or_init(start) {
+            // The published clock stood still while the ticker slept:
+            // bring it up to date before this resume's watchdog reads it.
+            publish_clock();
             t.unpark();
         }
     }
@@ -127,6 +157,7 @@ fn run() {
     loop {
         std::thread::sleep(TICK);
         TICKS.fetch_add(1, Ordering::Relaxed);
+        publish_clock();
         n += 1;
         if !n.is_multiple_of(PER_SECOND) {
             continue;
@@ -162,6 +193,28 @@ mod tests {
             std::thread::sleep(TICK);
         }
         false
+    }
+
+    #[test]
+    fn the_published_clock_follows_the_clock_and_is_never_ahead_of_it() {
+        in_use();
+        let start = crate::coro::coarse_now_ns();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            in_use();
+            // `None` until the ticker's first tick when another test woke
+            // it a moment ago (callers then read the clock themselves).
+            let lagging = clock_ns_lagging();
+            let real = crate::coro::coarse_now_ns();
+            if let Some(lagging) = lagging {
+                assert!(lagging <= real, "published {lagging} ahead of {real}");
+                if lagging >= start {
+                    break;
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "never caught up");
+            std::thread::sleep(TICK);
+        }
     }
 
     #[test]

@@ -64,7 +64,12 @@ pub(crate) async fn serve(
         .serve_connection(io, svc);
     let mut conn = pin!(conn);
     let result = tokio::select! {
-        r = conn.as_mut() => r,
+        // The stop is looked at first: once it is set, the connection's
+        // phase at that moment decides what shutdown does with it (and how
+        // it is counted), even when the same wake-up would also let the
+        // request finish. Polled in random order, a request that finished
+        // in the poll that first saw the stop went uncounted.
+        biased;
         _ = stop.wait_for(|s| *s) => {
             if !phase.in_flight() {
                 counters.closed_at_shutdown.fetch_add(1, Ordering::Relaxed);
@@ -74,6 +79,7 @@ pub(crate) async fn serve(
             conn.as_mut().graceful_shutdown();
             conn.await
         }
+        r = conn.as_mut() => r,
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
