@@ -85,6 +85,17 @@ pub(crate) fn clock_ns_lagging() -> Option<u64> {
     }
 }
 
+/// The published clock reading while the ticker ticks (so it is at most
+/// about a tick old), else `None`: for timestamps that tolerate a tick of
+/// lag but not a stale reading (the stack pool's release times).
+#[inline(always)]
+pub(crate) fn clock_ns_if_ticking() -> Option<u64> {
+    if cfg!(loom) || !AWAKE.load(Ordering::Relaxed) {
+        return None;
+    }
+    clock_ns_lagging()
+}
+
 /// Publishes a clock reading, never moving [`CLOCK_NS`] back (the ticker
 /// and a waking resume may race).
 fn publish_clock() {

@@ -193,9 +193,16 @@ impl<S> PoolCore<S> {
     /// the waiter (and wakes it) or the waiter's retry sees the free slot.
     /// Reading `waiters` first would lose that wake-up (the loom model
     /// `pool_release_wakes_waiter` catches it).
+    ///
+    /// The release time is the watchdog ticker's published clock reading
+    /// while that thread ticks (a memory read: the trimmer only compares it
+    /// with idle timeouts of seconds, so its tick of lag does not matter),
+    /// else the coarse clock (a vDSO read, ~13 ns per fiber on this
+    /// project's machines).
     #[must_use]
     pub(crate) fn release(&self, stack: S) -> bool {
-        self.release_at(stack, coarse_now_ns())
+        let now = crate::exec::ticker::clock_ns_if_ticking().unwrap_or_else(coarse_now_ns);
+        self.release_at(stack, now)
     }
 
     /// [`PoolCore::release`] with the release time given (coarse ns).
