@@ -7,6 +7,8 @@
 //!
 //! * `wait`: one sync layer that `wait`s on a future pending once, then
 //!   calls `get_response`; an instant async view (1 fiber, 2 suspensions);
+//! * `wait10`: as `wait`, with ten `wait`s (so `(wait10 − wait) / 9` is
+//!   the price of one more `wait` suspension, without the fiber's creation);
 //! * `segs`: sync → async → sync → async view (2 fibers, 2 `get_response`
 //!   suspensions);
 //! * `k5`: five pass-through sync layers around an async view that yields
@@ -48,6 +50,14 @@ fn pipeline(scenario: &str) -> Option<Pipeline> {
         "wait" => b
             .sync(|req: Request, next: &mut Next| {
                 wait(YieldOnce(false));
+                next.get_response(req)
+            })
+            .view(|_r: Request| async { Response::new(Default::default()) }),
+        "wait10" => b
+            .sync(|req: Request, next: &mut Next| {
+                for _ in 0..10 {
+                    wait(YieldOnce(false));
+                }
                 next.get_response(req)
             })
             .view(|_r: Request| async { Response::new(Default::default()) }),
@@ -102,10 +112,10 @@ fn main() {
         .filter(|a| a != "--bench")
         .collect();
     if args.is_empty() {
-        for s in ["wait", "segs", "k5"] {
+        for s in ["wait", "wait10", "segs", "k5"] {
             assert_eq!(run(s, 50), Some(50), "scenario {s}");
         }
-        println!("instr smoke: wait, segs, k5 ok (run scripts/instr.sh for counts)");
+        println!("instr smoke: wait, wait10, segs, k5 ok (run scripts/instr.sh for counts)");
         return;
     }
     let requests = args.get(1).and_then(|n| n.parse().ok());
@@ -116,7 +126,7 @@ fn main() {
             std::process::exit(1);
         }
         _ => {
-            eprintln!("usage: instr wait|segs|k5 REQUESTS");
+            eprintln!("usage: instr wait|wait10|segs|k5 REQUESTS");
             std::process::exit(2);
         }
     }

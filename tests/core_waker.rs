@@ -212,3 +212,106 @@ fn sleep_and_sync_io_nested_inside_a_waited_future() {
     assert_eq!(text(&resp), "done");
     assert_eq!(report.dead_uses, 0, "{report:?}");
 }
+
+/// Where a future on the fiber parks the waker it was polled with.
+static PARKED: std::sync::Mutex<Option<std::task::Waker>> = std::sync::Mutex::new(None);
+
+/// A driver's waker whose last reference, when dropped, wakes the waker
+/// parked in `PARKED` (as an old task's last reference drops a future that
+/// wakes a waiter).
+struct WakesParkedOnDrop;
+
+impl std::task::Wake for WakesParkedOnDrop {
+    fn wake(self: std::sync::Arc<Self>) {}
+}
+
+impl Drop for WakesParkedOnDrop {
+    fn drop(&mut self) {
+        if let Some(w) = PARKED.lock().unwrap().take() {
+            w.wake();
+        }
+    }
+}
+
+/// Counts wakes of the driver's second waker.
+struct Counted(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for Counted {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Pending once, parking a clone of its waker in `PARKED`.
+struct ParkOnce(bool);
+
+impl std::future::Future for ParkOnce {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        *PARKED.lock().unwrap() = Some(cx.waker().clone());
+        std::task::Poll::Pending
+    }
+}
+
+/// The driver's waker changes between two polls, and dropping the old one
+/// wakes the fiber's own waker on the same thread. The fiber's forwarder
+/// dropped the old waker under its lock, so that wake waited for the lock
+/// its own thread held: the executor thread hung for good.
+#[test]
+fn dropping_the_previous_driver_waker_may_wake_the_fiber() {
+    use std::future::Future;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{mpsc, Arc};
+    use std::task::{Context, Poll, Waker};
+
+    let (done, result) = mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _ctx = rt.enter();
+        let p = Pipeline::builder()
+            .sync(|req: Request, next: &mut Next| {
+                wait(ParkOnce(false));
+                next.get_response(req)
+            })
+            .view(|_req: Request| async move { ok("done") })
+            .build()
+            .unwrap();
+        let mut fut = Box::pin(p.handle(req("/")));
+        let first = Waker::from(Arc::new(WakesParkedOnDrop));
+        let pending = fut
+            .as_mut()
+            .poll(&mut Context::from_waker(&first))
+            .is_pending();
+        // The fiber's forwarder now holds the only other reference.
+        drop(first);
+        let counted = Arc::new(Counted(AtomicUsize::new(0)));
+        let second = Waker::from(counted.clone());
+        let resp = match fut.as_mut().poll(&mut Context::from_waker(&second)) {
+            Poll::Ready(resp) => Some(text(&resp)),
+            Poll::Pending => None,
+        };
+        let _ = done.send((pending, resp, counted.0.load(Ordering::SeqCst)));
+    });
+    let (pending, resp, wakes) = result
+        .recv_timeout(LIMIT)
+        .expect("the executor thread hung re-pointing the fiber's waker (self-deadlock)");
+    assert!(pending, "the first poll suspended in `wait`");
+    assert_eq!(resp.as_deref(), Some("done"));
+    assert_eq!(
+        wakes, 1,
+        "the wake from the old waker's drop reached the driver's current waker"
+    );
+}

@@ -159,8 +159,16 @@ impl Forward {
 
     /// Out of line: most fibers never make a forwarder, and their resumes
     /// should pay only the `OnceCell` check above.
+    ///
+    /// The lock covers only the swap. Cloning the new waker and dropping
+    /// the old one run the driver's waker code, which may wake this very
+    /// forwarder (an old task's last reference, dropped here, drops a future
+    /// that wakes a waiter on this fiber): under the lock, that wake would
+    /// wait for a lock its own thread holds, forever.
     #[inline(never)]
     fn point_at(&self, driver: &Waker) {
-        lock(&self.latest).clone_from(driver);
+        let new = driver.clone();
+        let old = std::mem::replace(&mut *lock(&self.latest), new);
+        drop(old);
     }
 }
