@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the loom models (`#[cfg(loom)]` unit tests beside the code they
 # check: src/handoff/loom_*.rs, src/stack/loom_pool.rs, src/exec/loom_link.rs,
-# src/runtime/loom_models.rs) against the crate's real hand-off code.
+# src/runtime/loom_models.rs, src/coro/loom_scoped.rs, src/coro/loom_waker.rs)
+# against the crate's real code.
 #
 # Uses its own target dir: `--cfg loom` in RUSTFLAGS changes every crate's
 # fingerprint, so sharing the normal target dir would rebuild everything

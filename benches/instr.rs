@@ -9,6 +9,10 @@
 //!   calls `get_response`; an instant async view (1 fiber, 2 suspensions);
 //! * `wait10`: as `wait`, with ten `wait`s (so `(wait10 − wait) / 9` is
 //!   the price of one more `wait` suspension, without the fiber's creation);
+//! * `yield10`: as `wait10` with tokio's `yield_now`, which does not wake
+//!   during its poll: it keeps a clone of the waker and the runtime wakes it
+//!   after the task's poll, off the fiber (the path of every wake that comes
+//!   from elsewhere: timers, I/O, channels);
 //! * `segs`: sync → async → sync → async view (2 fibers, 2 `get_response`
 //!   suspensions);
 //! * `k5`: five pass-through sync layers around an async view that yields
@@ -57,6 +61,14 @@ fn pipeline(scenario: &str) -> Option<Pipeline> {
             .sync(|req: Request, next: &mut Next| {
                 for _ in 0..10 {
                     wait(YieldOnce(false));
+                }
+                next.get_response(req)
+            })
+            .view(|_r: Request| async { Response::new(Default::default()) }),
+        "yield10" => b
+            .sync(|req: Request, next: &mut Next| {
+                for _ in 0..10 {
+                    wait(tokio::task::yield_now());
                 }
                 next.get_response(req)
             })
@@ -112,10 +124,12 @@ fn main() {
         .filter(|a| a != "--bench")
         .collect();
     if args.is_empty() {
-        for s in ["wait", "wait10", "segs", "k5"] {
+        for s in ["wait", "wait10", "yield10", "segs", "k5"] {
             assert_eq!(run(s, 50), Some(50), "scenario {s}");
         }
-        println!("instr smoke: wait, wait10, segs, k5 ok (run scripts/instr.sh for counts)");
+        println!(
+            "instr smoke: wait, wait10, yield10, segs, k5 ok (run scripts/instr.sh for counts)"
+        );
         return;
     }
     let requests = args.get(1).and_then(|n| n.parse().ok());
@@ -126,7 +140,7 @@ fn main() {
             std::process::exit(1);
         }
         _ => {
-            eprintln!("usage: instr wait|wait10|segs|k5 REQUESTS");
+            eprintln!("usage: instr wait|wait10|yield10|segs|k5 REQUESTS");
             std::process::exit(2);
         }
     }

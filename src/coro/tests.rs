@@ -231,6 +231,126 @@ fn the_fiber_waker_is_stable_and_wakes_the_latest_driver_waker() {
     f.resume(Waker::noop(), 0);
 }
 
+/// A driver waker that tells the two ways it can be woken apart.
+#[derive(Default)]
+struct Ways {
+    by_ref: AtomicUsize,
+    by_value: AtomicUsize,
+}
+
+impl Wake for Ways {
+    fn wake(self: Arc<Self>) {
+        self.by_value.fetch_add(1, Ordering::SeqCst);
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.by_ref.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn ways(w: &Ways) -> (usize, usize) {
+    (
+        w.by_ref.load(Ordering::SeqCst),
+        w.by_value.load(Ordering::SeqCst),
+    )
+}
+
+#[test]
+fn a_wake_on_the_fibers_thread_is_in_place_and_from_another_thread_forwarded() {
+    let first = Arc::new(Ways::default());
+    let second = Arc::new(Ways::default());
+    let kept: Rc<RefCell<Option<Waker>>> = Rc::new(RefCell::new(None));
+    let k2 = kept.clone();
+    let mut f = F::new(stack(), SIZE, (), move |_| {
+        let own = with_waker(|w| w.clone()).expect("on a fiber");
+        *k2.borrow_mut() = Some(own.clone());
+        let _ = suspend::<u32, u32>(0);
+        // Resumed under `second`: the fiber's own wakes reach it by
+        // reference (no lock, no clone of it), also from a nested fiber.
+        own.wake_by_ref();
+        let by_value = own.clone();
+        by_value.wake();
+        let mut inner = F::new(stack(), SIZE, (), move |_| {
+            own.wake_by_ref();
+            0
+        });
+        assert!(matches!(inner.resume(Waker::noop(), 0), Step::Done(0)));
+        let _ = suspend::<u32, u32>(0);
+        0
+    });
+    f.resume(&Waker::from(first.clone()), 0);
+    f.resume(&Waker::from(second.clone()), 0);
+    assert_eq!(ways(&first), (0, 0));
+    assert_eq!(ways(&second), (3, 0), "all three in place");
+    let own = kept.borrow().clone().expect("kept");
+    // Off the fiber, on its thread (a deferred wake, a timer): in place.
+    own.wake_by_ref();
+    assert_eq!(ways(&second), (4, 0));
+    // From another thread: a clone of the latest target, woken by value.
+    std::thread::scope(|s| {
+        s.spawn(|| own.wake_by_ref());
+    });
+    assert_eq!(ways(&second), (4, 1), "forwarded from another thread");
+    assert!(matches!(f.resume(Waker::noop(), 0), Step::Done(0)));
+}
+
+thread_local! {
+    static POLLED_ON_WAKE: RefCell<Option<F>> = const { RefCell::new(None) };
+}
+
+/// A driver's waker that resumes the fiber from its own wake, under another
+/// waker (an executor that polls a task from its waker).
+struct PollsOnWake;
+
+impl Wake for PollsOnWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        POLLED_ON_WAKE.with(|f| {
+            if let Some(f) = f.borrow_mut().as_mut() {
+                let other = Waker::from(Arc::new(Ways::default()));
+                assert!(matches!(f.resume(&other, 0), Step::Done(0)));
+            }
+        });
+    }
+}
+
+#[test]
+fn a_re_point_from_inside_the_in_place_wake_is_refused() {
+    // Re-pointing would replace the waker the in-place wake is reading.
+    let said = Rc::new(RefCell::new(String::new()));
+    let kept: Rc<RefCell<Option<Waker>>> = Rc::new(RefCell::new(None));
+    let (s2, k2) = (said.clone(), kept.clone());
+    let mut f = F::new(stack(), SIZE, (), move |_| {
+        *k2.borrow_mut() = Some(with_waker(|w| w.clone()).expect("on a fiber"));
+        let out = panic::catch_unwind(AssertUnwindSafe(|| suspend::<u32, u32>(0)));
+        *s2.borrow_mut() = match out {
+            Ok(_) => "resumed".to_string(),
+            Err(p) => p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default(),
+        };
+        0
+    });
+    let driver = Waker::from(Arc::new(PollsOnWake));
+    assert!(matches!(f.resume(&driver, 0), Step::Suspended(0)));
+    POLLED_ON_WAKE.with(|p| *p.borrow_mut() = Some(f));
+    let own = kept.borrow().clone().expect("kept");
+    own.wake_by_ref();
+    assert!(
+        said.borrow()
+            .contains("resumed from inside its driver's wake, under another waker"),
+        "{}",
+        said.borrow()
+    );
+    let f = POLLED_ON_WAKE
+        .with(|p| p.borrow_mut().take())
+        .expect("fiber");
+    assert!(f.is_done());
+}
+
 #[test]
 fn cancelled_is_not_a_forced_unwind() {
     assert!(!is_forced_unwind(&Cancelled));

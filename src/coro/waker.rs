@@ -10,19 +10,39 @@
 //! Cost: nothing for fibers that never poll a future (most only call
 //! `get_response`). Otherwise, on each resumption, two pointer comparisons
 //! (a lock and a clone only when the driver's waker changed, e.g. the
-//! request moved to another task). The forwarder's allocation is
-//! recycled: a fiber that ends while nobody else holds its waker leaves the
-//! forwarder in a one-place per-thread spare for the next fiber (an
-//! allocation and a free per waiting fiber cost ~140 instructions, the
-//! reuse two reference-count updates; a spare is unique, so pointing it at
-//! a driver's waker and clearing it again take no lock).
+//! request moved to another task). A wake on the fiber's own thread (the
+//! fiber's code waking itself, a wake tokio deferred to the end of the
+//! task's poll, a timer or I/O event handled by the same worker) wakes the
+//! target in place, by reference: one thread-local address and two plain
+//! stores of a flag more than waking the target directly. Only a wake from
+//! another thread takes the lock and clones the target. The forwarder's
+//! allocation is recycled: a fiber that ends while nobody else holds its
+//! waker leaves the forwarder in a one-place per-thread spare for the next
+//! fiber (an allocation and a free per waiting fiber cost ~140
+//! instructions, the reuse two reference-count updates; a spare is unique,
+//! so pointing it at a driver's waker and clearing it again take no lock).
+//!
+//! Who touches `latest`, the forwarding target:
+//!
+//! | who | how | excluded by |
+//! |---|---|---|
+//! | the owner (the fiber's thread), re-pointing it | writes, under the lock | the lock (other threads); `waking` (its own in-place wake) |
+//! | the owner, waking | reads, no lock | nothing to exclude: it is the only writer, and not writing |
+//! | another thread, waking | reads (clones), under the lock | the lock (the owner's writes) |
+//! | the owner, with the only handle (`get` on the spare, `recycle`) | writes, no lock | uniqueness: nobody else can reach it |
+//!
+//! Fibers never leave their thread and the spare is per thread, so the
+//! thread that makes a forwarder is the only one that ever writes it.
 
 use std::cell::{Cell, OnceCell};
 use std::sync::Arc;
 use std::task::{RawWakerVTable, Wake, Waker};
 
+use crate::loom::cell::UnsafeCell;
+use crate::loom::lock;
+use crate::loom::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use crate::loom::sync::Mutex;
-use crate::loom::{get_mut, lock};
+use crate::loom::thread_token;
 
 /// The fiber's forwarding waker, made on first use.
 pub(crate) struct ForwardWaker {
@@ -50,10 +70,30 @@ fn id(w: &Waker) -> WakerId {
 }
 
 /// Shared by the fiber and every clone of its waker (which may be woken
-/// from any thread, e.g. the blocking pool).
+/// from any thread, e.g. the blocking pool). Access rules: module docs.
 struct Forward {
-    latest: Mutex<Waker>,
+    /// [`thread_token`] of the thread that made it: the only writer of
+    /// `latest`. (A token of an exited thread may be reused, but that thread
+    /// wrote its last before exiting; the new one only ever reads.)
+    owner: usize,
+    /// The owner is waking `latest` in place. Touched by the owner only (an
+    /// atomic so that `Forward` is `Sync`; `Relaxed`: one thread's program
+    /// order is all it needs).
+    waking: AtomicBool,
+    /// Held by the owner while it writes `latest` and by other threads while
+    /// they clone it.
+    lock: Mutex<()>,
+    /// The driver's latest waker.
+    latest: UnsafeCell<Waker>,
 }
+
+// SAFETY: `latest` is the only field that is not `Sync`. Every access to it
+// follows the module's table: writes happen on the owner thread only, under
+// `lock` or with the only handle; other threads only read, under `lock`;
+// the owner reads without the lock, which overlaps no write since it is the
+// only writer and `waking` stops it from writing while it reads in place.
+// `Waker` is `Send + Sync`.
+unsafe impl Sync for Forward {}
 
 impl Wake for Forward {
     fn wake(self: Arc<Self>) {
@@ -61,9 +101,43 @@ impl Wake for Forward {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        // Wake outside the lock: the driver's waker may run arbitrary code.
-        let latest = lock(&self.latest).clone();
+        if self.owner == thread_token() && !self.waking.load(Relaxed) {
+            return self.wake_in_place();
+        }
+        // Another thread (or a wake nested in the owner's in-place wake):
+        // clone under the lock, wake outside it (the driver's waker may run
+        // arbitrary code, even code that wakes this forwarder again).
+        let latest = {
+            let _held = lock(&self.lock);
+            // SAFETY: under the lock, which the only writer holds to write.
+            self.latest.with(|p| unsafe { (*p).clone() })
+        };
         latest.wake();
+    }
+}
+
+impl Forward {
+    /// On the owner thread: wakes `latest` by reference, no lock, no clone.
+    ///
+    /// The driver's waker runs arbitrary code meanwhile. A wake of this
+    /// forwarder from it sees `waking` and takes the locked path (reading is
+    /// fine); a re-point from it (the driver's waker resumed the fiber
+    /// under a different waker) would have to write what is being read, so
+    /// `point_at` refuses it.
+    fn wake_in_place(&self) {
+        struct Done<'a>(&'a AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Relaxed);
+            }
+        }
+        self.waking.store(true, Relaxed);
+        let _done = Done(&self.waking);
+        // SAFETY: on the owner thread, the only writer of `latest`; it does
+        // not write while `waking` is set (`point_at` checks it, and
+        // `get`/`recycle` write only with the only handle, while the caller
+        // of this wake holds one), so nothing writes until `_done` clears it.
+        self.latest.with(|p| unsafe { (*p).wake_by_ref() });
     }
 }
 
@@ -91,7 +165,8 @@ impl ForwardWaker {
                     // waker is set through exclusive access, with no lock.
                     Some(mut fwd) => match Arc::get_mut(&mut fwd) {
                         Some(f) => {
-                            get_mut(&mut f.latest).clone_from(driver);
+                            // SAFETY: `get_mut` proved the handle unique.
+                            f.latest.with_mut(|p| unsafe { (*p).clone_from(driver) });
                             fwd
                         }
                         None => Forward::made_for(driver),
@@ -144,16 +219,23 @@ fn recycle(Made { mut fwd, waker, .. }: Made) {
     // also means the driver's waker is dropped without taking the lock
     // (`Arc::get_mut` is the uniqueness check and the access in one).
     if let Some(f) = Arc::get_mut(&mut fwd) {
-        *get_mut(&mut f.latest) = Waker::noop().clone();
+        // SAFETY: `get_mut` proved the handle unique.
+        let old = f
+            .latest
+            .with_mut(|p| unsafe { std::mem::replace(&mut *p, Waker::noop().clone()) });
+        drop(old);
         let _ = SPARE.try_with(|s| s.set(Some(fwd)));
     }
 }
 
 impl Forward {
-    /// A new forwarder pointing at `driver`.
+    /// A new forwarder pointing at `driver`, owned by the calling thread.
     fn made_for(driver: &Waker) -> Arc<Forward> {
         Arc::new(Forward {
-            latest: Mutex::new(driver.clone()),
+            owner: thread_token(),
+            waking: AtomicBool::new(false),
+            lock: Mutex::new(()),
+            latest: UnsafeCell::new(driver.clone()),
         })
     }
 
@@ -163,12 +245,35 @@ impl Forward {
     /// The lock covers only the swap. Cloning the new waker and dropping
     /// the old one run the driver's waker code, which may wake this very
     /// forwarder (an old task's last reference, dropped here, drops a future
-    /// that wakes a waiter on this fiber): under the lock, that wake would
-    /// wait for a lock its own thread holds, forever.
+    /// that wakes a waiter on this fiber): under the lock, a wake from
+    /// another thread would wait for this one, which is fine, but an
+    /// in-place wake on this thread reading mid-write would not be.
+    ///
+    /// # Panics
+    /// When called from inside this forwarder's in-place wake: the driver's
+    /// waker resumed the fiber under a different waker from its `wake`
+    /// (an executor that polls a task from its waker). The waker being read
+    /// cannot be replaced under it.
     #[inline(never)]
     fn point_at(&self, driver: &Waker) {
+        assert!(
+            !self.waking.load(Relaxed),
+            "suspendware: a fiber was resumed from inside its driver's wake, under \
+             another waker; executors must not poll a task from its waker's wake"
+        );
         let new = driver.clone();
-        let old = std::mem::replace(&mut *lock(&self.latest), new);
+        let old = {
+            let _held = lock(&self.lock);
+            // SAFETY: on the owner thread (`refresh` runs on the fiber),
+            // under the lock, not inside an in-place read (checked above;
+            // the clone above may have run one, but it has returned).
+            self.latest
+                .with_mut(|p| unsafe { std::mem::replace(&mut *p, new) })
+        };
         drop(old);
     }
 }
+
+#[cfg(all(test, loom))]
+#[path = "loom_waker.rs"]
+mod loom_waker;
