@@ -1,0 +1,85 @@
+// The probes of `benches/instr.rs`, written once and compiled against each
+// of the two builds (`include!`d into `mod base` and `mod cur` of main.rs,
+// where `sw` names that build's crate). Only API both builds have.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use sw::{wait, AsyncNext, Next, Pipeline, Request, Response};
+
+/// Pending once (waking itself during its poll), then ready.
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+fn pass(req: Request, next: &mut Next) -> Response {
+    next.get_response(req)
+}
+
+fn instant(_r: Request) -> impl Future<Output = Response> {
+    async { Response::new(Default::default()) }
+}
+
+pub fn pipeline(scenario: &str) -> Option<Pipeline> {
+    let b = Pipeline::builder();
+    let b = match scenario {
+        // One fiber; ten `wait` suspensions on a future that wakes itself.
+        "wait10" => b
+            .sync(|req: Request, next: &mut Next| {
+                for _ in 0..10 {
+                    wait(YieldOnce(false));
+                }
+                next.get_response(req)
+            })
+            .view(instant),
+        // As wait10 with tokio's `yield_now` (woken by the runtime after
+        // the task's poll, off the fiber).
+        "yield10" => b
+            .sync(|req: Request, next: &mut Next| {
+                for _ in 0..10 {
+                    wait(tokio::task::yield_now());
+                }
+                next.get_response(req)
+            })
+            .view(instant),
+        // Two fibers, each suspending once at `get_response`.
+        "segs" => b
+            .sync(pass)
+            .layer_async(|req: Request, next: AsyncNext| async move { next.run(req).await })
+            .sync(pass)
+            .view(instant),
+        // Five layers on one fiber around a view that yields once.
+        "k5" => b
+            .sync(pass)
+            .sync(pass)
+            .sync(pass)
+            .sync(pass)
+            .sync(pass)
+            .view(|_r: Request| async {
+                YieldOnce(false).await;
+                Response::new(Default::default())
+            }),
+        _ => return None,
+    };
+    Some(b.build().expect("probe pipeline builds"))
+}
+
+pub fn run(rt: &tokio::runtime::Runtime, p: &Pipeline, requests: u64) {
+    rt.block_on(async {
+        for _ in 0..requests {
+            let resp = p.handle(Request::new(Default::default())).await;
+            assert!(resp.status().is_success());
+        }
+    });
+}
