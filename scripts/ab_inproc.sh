@@ -4,6 +4,9 @@
 # alternating chunks (scripts/ab_inproc/main.rs says why).
 # Usage: scripts/ab_inproc.sh BASE_REV [ROUNDS [CHUNK [SCENARIO ...]]]
 #   e.g. scripts/ab_inproc.sh 6be5902 200 2000 wait10 yield10
+# Run an A/A first (BASE_REV=HEAD with a clean tree): the two copies of the
+# same code sit at different addresses and differ by a few percent on their
+# own; an A/B difference means something only beyond that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REV=${1:?usage: scripts/ab_inproc.sh BASE_REV [ROUNDS [CHUNK [SCENARIO ...]]]}
@@ -28,7 +31,7 @@ publish = false
 [dependencies]
 suspendware = { path = "$ROOT", default-features = false }
 suspendware_base = { path = "$WORK/base", default-features = false }
-tokio = { version = "1", features = ["rt", "macros"] }
+tokio = { version = "1", features = ["full"] }
 
 [profile.release]
 debug = false

@@ -53,8 +53,31 @@ pub fn pipeline(scenario: &str) -> Option<Pipeline> {
                 next.get_response(req)
             })
             .view(instant),
+        // A hundred yields on one fiber: per yield, the fiber's creation
+        // and exit weigh a hundredth (criterion's `bridge/wait_yield_once`).
+        "yield100" => b
+            .sync(|req: Request, next: &mut Next| {
+                for _ in 0..100 {
+                    wait(tokio::task::yield_now());
+                }
+                next.get_response(req)
+            })
+            .view(instant),
         // Two fibers, each suspending once at `get_response`.
         "segs" => b
+            .sync(pass)
+            .layer_async(|req: Request, next: AsyncNext| async move { next.run(req).await })
+            .sync(pass)
+            .view(instant),
+        // Five sync layers, each on its own fiber (an async layer between
+        // each two): five fibers, five `get_response` suspensions.
+        "alt5" => b
+            .sync(pass)
+            .layer_async(|req: Request, next: AsyncNext| async move { next.run(req).await })
+            .sync(pass)
+            .layer_async(|req: Request, next: AsyncNext| async move { next.run(req).await })
+            .sync(pass)
+            .layer_async(|req: Request, next: AsyncNext| async move { next.run(req).await })
             .sync(pass)
             .layer_async(|req: Request, next: AsyncNext| async move { next.run(req).await })
             .sync(pass)
