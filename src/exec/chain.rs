@@ -100,10 +100,12 @@ impl Chain {
     /// fiber or held thread, inside its span, turning a panic into a
     /// response.
     ///
-    /// Always inlined (into `Next::get_response` and the fiber's body): one
-    /// frame per sync layer on the fiber stack instead of two, 1,584 → 1,280
-    /// bytes per layer in the comparison harness's probe (BENCHMARKS.md,
-    /// "After the hot-path changes"); the cold paths it could reach (span
+    /// Always inlined (into `Next::get_response`, itself inlined into the
+    /// calling layer, and into the fiber's body): first one frame per sync
+    /// layer instead of two for suspendware's part, 1,584 → 1,280 bytes per
+    /// layer in the comparison harness's probe (BENCHMARKS.md, "After the
+    /// hot-path changes"), then one for the layer and suspendware together,
+    /// 1,520 → 1,216 ("Third round (issue 13)"); the cold paths it could reach (span
     /// construction, panic conversion, the end-of-segment suspension) are
     /// out of line, so the merged frame stays small.
     #[inline(always)]
