@@ -113,9 +113,14 @@ fn start_fiber(
         chain.pool.stack_size(),
         FiberLocals::new(rctx.clone(), chain.clone()),
         move |locals: &FiberLocals| {
+            // Out of its box before the chain runs: `*req` on the box
+            // binding would keep the box's memory (256 bytes) allocated
+            // until this closure returns, for the whole life of the fiber;
+            // moved into a temporary, the box is freed at this statement.
+            let req: Request = *{ req };
             let resp = locals
                 .chain()
-                .call_sync(layers.start, layers.end, *req, Backend::Fiber);
+                .call_sync(layers.start, layers.end, req, Backend::Fiber);
             handoff::put_response(resp);
         },
     );
