@@ -20,7 +20,7 @@ git archive "$REV" | tar -x -C "$WORK/base"
 sed -i '0,/^name = "suspendware"/s//name = "suspendware_base"/' "$WORK/base/Cargo.toml"
 # The base's own workspace members are not needed.
 sed -i '/^\[workspace\]/,/^\[/{/^members/d}' "$WORK/base/Cargo.toml"
-cp scripts/ab_inproc/main.rs scripts/ab_inproc/scenarios.rs "$WORK/harness/src/"
+cp scripts/ab_inproc/main.rs benches/probes.rs "$WORK/harness/src/"
 cat > "$WORK/harness/Cargo.toml" <<TOML
 [package]
 name = "ab-inproc"

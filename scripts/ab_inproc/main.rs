@@ -13,12 +13,12 @@ use std::time::Instant;
 
 mod base {
     use suspendware_base as sw;
-    include!("scenarios.rs");
+    include!("probes.rs");
 }
 
 mod cur {
     use suspendware as sw;
-    include!("scenarios.rs");
+    include!("probes.rs");
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -53,7 +53,7 @@ fn main() {
     println!("scenario  base(median)  cur(median)  cur-base(median of pairs)  IQR of pairs  rounds cur faster");
     for s in &scenarios {
         let (Some(pb), Some(pc)) = (base::pipeline(s), cur::pipeline(s)) else {
-            eprintln!("unknown scenario {s} (wait10, yield10, yield100, segs, alt5, k5)");
+            eprintln!("unknown scenario {s} ({})", cur::NAMES.join(", "));
             std::process::exit(2);
         };
         for _ in 0..3 {
@@ -64,11 +64,12 @@ fn main() {
         for r in 0..rounds {
             let time = |which: bool| {
                 let t = Instant::now();
-                if which {
-                    cur::run(&rt, &pc, chunk);
+                let ok = if which {
+                    cur::run(&rt, &pc, chunk)
                 } else {
-                    base::run(&rt, &pb, chunk);
-                }
+                    base::run(&rt, &pb, chunk)
+                };
+                assert_eq!(ok, chunk, "every probe request succeeds");
                 t.elapsed().as_nanos() as f64 / chunk as f64
             };
             // Alternate which goes first.
