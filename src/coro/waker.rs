@@ -220,10 +220,7 @@ fn recycle(Made { mut fwd, waker, .. }: Made) {
     // (`Arc::get_mut` is the uniqueness check and the access in one).
     if let Some(f) = Arc::get_mut(&mut fwd) {
         // SAFETY: `get_mut` proved the handle unique.
-        let old = f
-            .latest
-            .with_mut(|p| unsafe { std::mem::replace(&mut *p, Waker::noop().clone()) });
-        drop(old);
+        f.latest.with_mut(|p| unsafe { *p = Waker::noop().clone() });
         let _ = SPARE.try_with(|s| s.set(Some(fwd)));
     }
 }
@@ -245,9 +242,9 @@ impl Forward {
     /// The lock covers only the swap. Cloning the new waker and dropping
     /// the old one run the driver's waker code, which may wake this very
     /// forwarder (an old task's last reference, dropped here, drops a future
-    /// that wakes a waiter on this fiber): under the lock, a wake from
-    /// another thread would wait for this one, which is fine, but an
-    /// in-place wake on this thread reading mid-write would not be.
+    /// that wakes a waiter on this fiber). Outside the swap, such a wake
+    /// reads a whole waker, and the locked path it may take (nested in an
+    /// in-place wake) finds the lock free instead of held by its own thread.
     ///
     /// # Panics
     /// When called from inside this forwarder's in-place wake: the driver's

@@ -113,9 +113,9 @@ impl Chain {
     /// layer instead of two for suspendware's part, 1,584 → 1,280 bytes per
     /// layer in the comparison harness's probe (BENCHMARKS.md, "After the
     /// hot-path changes"), then one for the layer and suspendware together,
-    /// 1,520 → 1,216 ("Third round (issue 13)"); the cold paths it could reach (span
-    /// construction, panic conversion, the end-of-segment suspension) are
-    /// out of line, so the merged frame stays small.
+    /// 1,520 → 1,216 ("Third round (issue 13)"); the cold paths it could
+    /// reach (span construction, panic conversion, the end-of-segment
+    /// suspension) are out of line, so the merged frame stays small.
     #[inline(always)]
     pub(crate) fn call_sync(
         &self,
