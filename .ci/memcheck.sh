@@ -17,7 +17,8 @@ fi
 triple=$(rustc -vV | sed -n 's/^host: //p')
 var="CARGO_TARGET_$(echo "$triple" | tr 'a-z-' 'A-Z_')_RUNNER"
 export "$var"="valgrind -q --tool=memcheck --error-exitcode=9"
-cargo test --lib -- coro:: --test-threads=1
+cargo test --lib -- coro:: future:: --test-threads=1
 cargo test --test core_waker --test core_unwind --test core_drop_paths \
   --test core_context_lifetime --test context_request_local_nesting \
-  --test core_bridge --test core_cancel --test bridge_blocking_borrow -- --test-threads=1
+  --test core_bridge --test core_cancel --test bridge_blocking_borrow --test core_order \
+  --test core_panic -- --test-threads=1

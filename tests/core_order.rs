@@ -405,3 +405,73 @@ fn spans_per_request_and_middleware_do_not_leak_across_suspensions() {
         2
     );
 }
+
+/// A response future is lazy: building it calls no middleware and no view
+/// (not even the synchronous part of an async layer's call), whatever the
+/// first segment is; dropping it unpolled runs nothing either.
+#[test]
+fn no_layer_runs_before_the_first_poll() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counting_async = |calls: &Arc<AtomicUsize>| {
+        let calls = calls.clone();
+        move |req: Request, next: AsyncNext| {
+            // Counted in the call itself, before its future exists.
+            calls.fetch_add(1, Ordering::SeqCst);
+            async move { next.run(req).await }
+        }
+    };
+    let counting_sync = |calls: &Arc<AtomicUsize>| {
+        let calls = calls.clone();
+        move |req: Request, next: &mut Next| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            next.get_response(req)
+        }
+    };
+    let counting_view = |calls: &Arc<AtomicUsize>| {
+        let calls = calls.clone();
+        move |_req: Request| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async move { ok("v") }
+        }
+    };
+    let pipelines = [
+        Pipeline::builder()
+            .layer_async(counting_async(&calls))
+            .sync(counting_sync(&calls))
+            .view(counting_view(&calls))
+            .build()
+            .unwrap(),
+        Pipeline::builder()
+            .sync(counting_sync(&calls))
+            .layer_async(counting_async(&calls))
+            .view(counting_view(&calls))
+            .build()
+            .unwrap(),
+        Pipeline::builder()
+            .view(counting_view(&calls))
+            .build()
+            .unwrap(),
+    ];
+    let rt = rt();
+    for (i, p) in pipelines.iter().enumerate() {
+        calls.store(0, Ordering::SeqCst);
+        // Built outside any runtime, dropped unpolled.
+        drop(p.handle(req("/")));
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            0,
+            "pipeline {i}: dropped unpolled"
+        );
+        let fut = p.handle(req("/"));
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            0,
+            "pipeline {i}: built, not polled"
+        );
+        let resp = rt.block_on(fut);
+        assert_eq!(text(&resp), "v");
+        let layers = if i == 2 { 1 } else { 3 };
+        assert_eq!(calls.load(Ordering::SeqCst), layers, "pipeline {i}: polled");
+        assert!(p.stack_stats().is_whole(), "{:?}", p.stack_stats());
+    }
+}

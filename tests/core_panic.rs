@@ -330,3 +330,60 @@ fn cancellation_is_not_logged_or_handled_as_a_panic() {
     assert!(!text.contains("panicked"), "{text}");
     assert!(p.stack_stats().is_whole());
 }
+
+/// A panic in the synchronous part of an async layer's call (before its
+/// future exists), for the view and for async middleware inside a fiber
+/// segment and at the front of the chain: the handler names the layer, the
+/// outer sync layer sees the response, and the stack goes back.
+#[test]
+fn panic_in_the_call_of_an_async_layer_before_its_future_exists() {
+    let handler = |info: &PanicInfo<'_>| -> Response {
+        let mut r = ok(&format!("{} | {}", info.location, info.message));
+        *r.status_mut() = StatusCode::IM_A_TEAPOT;
+        r
+    };
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let rt = rt();
+    let view_panics = named(
+        "eager_view",
+        |_req: Request| -> std::future::Ready<Response> { panic!("view refused") },
+    );
+    let p = Pipeline::builder()
+        .sync(observer(&seen))
+        .view(view_panics)
+        .panic_handler(handler)
+        .build()
+        .unwrap();
+    let resp = rt.block_on(p.handle(req("/")));
+    assert_eq!(text(&resp), "eager_view | view refused");
+    assert_eq!(header(&resp, "x-outer").as_deref(), Some("saw-it"));
+
+    let mw_panics = |_req: Request, _next: AsyncNext| -> std::future::Ready<Response> {
+        panic!("middleware refused")
+    };
+    for async_first in [false, true] {
+        let b = Pipeline::builder();
+        let b = if async_first {
+            b.layer_async(named("eager_mw", mw_panics))
+                .sync(observer(&seen))
+        } else {
+            b.sync(observer(&seen))
+                .layer_async(named("eager_mw", mw_panics))
+        };
+        let p = b
+            .view(|_req: Request| async move { ok("v") })
+            .panic_handler(handler)
+            .build()
+            .unwrap();
+        let resp = rt.block_on(p.handle(req("/")));
+        assert_eq!(resp.status(), StatusCode::IM_A_TEAPOT);
+        assert_eq!(text(&resp), "eager_mw | middleware refused");
+        assert_eq!(
+            header(&resp, "x-outer").is_some(),
+            !async_first,
+            "the outer sync layer saw the response"
+        );
+        assert!(p.stack_stats().is_whole(), "{:?}", p.stack_stats());
+    }
+    assert_eq!(*seen.lock().unwrap(), [418, 418]);
+}

@@ -3,10 +3,7 @@
 //! the unwinds that are not panics pass.
 
 use std::any::Any;
-use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use crate::body::Response;
 use crate::panic::{payload_message, Cancelled, PanicHandler, PanicInfo};
@@ -62,35 +59,5 @@ pub(crate) fn catch_sync(
     match panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(p) => to_response(handler, location, p),
-    }
-}
-
-/// A future that turns a panic while polling its inner future into the
-/// handler's response. The inner future is `Unpin` (a boxed middleware
-/// future, possibly instrumented), so it is held by value: no extra box.
-pub(crate) struct CatchPanic<'a, F> {
-    inner: F,
-    handler: &'a PanicHandler,
-    location: &'a str,
-}
-
-impl<'a, F: Future<Output = Response> + Unpin> CatchPanic<'a, F> {
-    pub(crate) fn new(inner: F, handler: &'a PanicHandler, location: &'a str) -> Self {
-        CatchPanic {
-            inner,
-            handler,
-            location,
-        }
-    }
-}
-
-impl<F: Future<Output = Response> + Unpin> Future for CatchPanic<'_, F> {
-    type Output = Response;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
-        let this = &mut *self;
-        match panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut this.inner).poll(cx))) {
-            Ok(p) => p,
-            Err(payload) => Poll::Ready(to_response(this.handler, this.location, payload)),
-        }
     }
 }

@@ -11,8 +11,10 @@
 //!  fiber #1      executor     fiber #2
 //! ```
 
-use std::panic::{self, AssertUnwindSafe};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use http::StatusCode;
 
@@ -20,9 +22,10 @@ use crate::body::{Request, Response};
 use crate::bridge::pool::BlockingPool;
 use crate::bridge::span::LayerSpan;
 use crate::exec::active;
-use crate::exec::boundary::{catch_sync, to_response, CatchPanic};
+use crate::exec::async_segment::AsyncSegmentFuture;
+use crate::exec::boundary::catch_sync;
 use crate::exec::fiber_segment::FiberSegmentFuture;
-use crate::exec::next::{AsyncNext, Backend, Next};
+use crate::exec::next::{Backend, Next};
 use crate::exec::request::RequestCtx;
 use crate::exec::thread_segment::{AdaptAdmission, ThreadSegmentFuture};
 use crate::exec::watchdog::Watchdog;
@@ -76,31 +79,41 @@ impl Chain {
             )),
             Segment::Async(i) => {
                 let chain = chain.clone();
-                // An `async` block keeps what it captures in its state for
-                // its whole life, even after moving it out: captured by
-                // value, the request (256 bytes) would stay in the segment's
-                // future (400 bytes instead of 152) as long as the layer
-                // runs. Boxed, it is freed at the first poll (for an inner
-                // segment, right after this call).
+                // Lazy, as futures are: the layer is called at the first
+                // poll, inside whatever span polls it. An `async` block
+                // keeps what it captures in its state for its whole life:
+                // the request (256 bytes) is boxed so that its memory goes
+                // at the first poll.
                 let req = Box::new(req);
-                Box::pin(async move {
-                    let req: Request = *{ req };
-                    let entry = &chain.entries[i];
-                    let span =
-                        tracing::debug_span!("middleware", name = %entry.name, exec = "async");
-                    let next = AsyncNext::new(chain.clone(), seg + 1, rctx);
-                    // The call itself may panic before its future exists (the
-                    // sync part of a closure): same boundary as the future.
-                    let call =
-                        panic::catch_unwind(AssertUnwindSafe(|| entry.mw.call_async(req, next)));
-                    let fut = match call {
-                        Ok(fut) => fut,
-                        Err(p) => return to_response(&chain.panic_handler, &entry.name, p),
-                    };
-                    let fut = tracing::Instrument::instrument(fut, span);
-                    CatchPanic::new(fut, &chain.panic_handler, &entry.name).await
-                })
+                Box::pin(
+                    async move { AsyncSegmentFuture::new(chain, seg, i, *{ req }, rctx).await },
+                )
             }
+        }
+    }
+
+    /// The future of segment `seg` as the inner part of a fiber segment
+    /// holds it: an async layer (most often the view) by value, with
+    /// neither the lazy `async` block nor the request's box of
+    /// [`Chain::run_segment`] (two allocations and two copies of the request
+    /// per request; BENCHMARKS.md, "Fourth round (issue 13)"); other
+    /// segments boxed.
+    ///
+    /// An async layer is called here, not at the first poll: only for a
+    /// caller that polls the result at once, in the same poll of the same
+    /// task (the fiber segment's loop), where the two are the same.
+    #[inline]
+    pub(crate) fn inner_segment(
+        chain: &Arc<Chain>,
+        seg: usize,
+        req: Request,
+        rctx: Arc<RequestCtx>,
+    ) -> SegmentFuture {
+        match chain.segments.get(seg) {
+            Some(&Segment::Async(i)) => {
+                SegmentFuture::Async(AsyncSegmentFuture::new(chain.clone(), seg, i, req, rctx))
+            }
+            _ => SegmentFuture::Boxed(Chain::run_segment(chain, seg, req, rctx)),
         }
     }
 
@@ -144,6 +157,26 @@ impl Chain {
     /// Name of layer `i`.
     pub(crate) fn name(&self, i: usize) -> &str {
         &self.entries[i].name
+    }
+}
+
+/// The future of an inner segment (see [`Chain::inner_segment`]).
+pub(crate) enum SegmentFuture {
+    /// An async layer, unboxed.
+    Async(AsyncSegmentFuture),
+    /// A fiber or held-thread segment, or the view's missing inner part.
+    Boxed(LocalBoxFuture<'static, Response>),
+}
+
+impl Future for SegmentFuture {
+    type Output = Response;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
+        match self.get_mut() {
+            SegmentFuture::Async(f) => Pin::new(f).poll(cx),
+            SegmentFuture::Boxed(f) => f.as_mut().poll(cx),
+        }
     }
 }
 

@@ -27,7 +27,7 @@ use http::StatusCode;
 use crate::body::{Request, Response};
 use crate::coro::{Cancel, Step};
 use crate::exec::active;
-use crate::exec::chain::Chain;
+use crate::exec::chain::{Chain, SegmentFuture};
 use crate::exec::fiber_locals::{handoff, FiberLocals, RequestFiber, Resumed, Suspend};
 use crate::exec::layers::Layers;
 use crate::exec::next::Backend;
@@ -56,7 +56,7 @@ enum State {
     Running {
         fiber: RequestFiber,
         /// The inner part, while the fiber waits in `get_response`.
-        inner: Option<LocalBoxFuture<'static, Response>>,
+        inner: Option<SegmentFuture>,
     },
     /// No stack could be had (map budget or mmap failure): answer 503.
     Failed(Option<StackError>),
@@ -156,7 +156,7 @@ impl Future for FiberSegmentFuture {
                     // Resume with the inner part's response if it was
                     // running, else (first poll, or woken after `wait`) poll.
                     let input = match inner {
-                        Some(f) => match f.as_mut().poll(cx) {
+                        Some(f) => match Pin::new(f).poll(cx) {
                             Poll::Pending => return Poll::Pending,
                             Poll::Ready(r) => {
                                 *inner = None;
@@ -189,7 +189,7 @@ impl Future for FiberSegmentFuture {
                     match step {
                         Ok(Step::Suspended(Suspend::Pending)) => return Poll::Pending,
                         Ok(Step::Suspended(Suspend::Inner)) => {
-                            *inner = Some(Chain::run_segment(
+                            *inner = Some(Chain::inner_segment(
                                 &this.chain,
                                 this.seg + 1,
                                 handoff::take_request(),

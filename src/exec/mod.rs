@@ -8,6 +8,8 @@
 //!   mode); [`fiber_locals`] — what a request's fiber carries.
 //! * [`thread_segment`] and [`link`] — Adapt mode's held thread and its
 //!   hand-off to the async side; [`hop`] — ThreadHop's one-call hops.
+//! * [`async_segment`] — the future of one async layer (its span and
+//!   panic boundary).
 //! * [`stage`] — adaptors giving every layer the chain's `Middleware` shape.
 //! * [`request`] — the per-request context shared by all segments.
 //! * [`boundary`] — panic boundaries around every layer call.
@@ -21,6 +23,7 @@
 //! each other in a circle.
 
 pub(crate) mod active;
+pub(crate) mod async_segment;
 pub(crate) mod boundary;
 pub(crate) mod chain;
 pub(crate) mod fiber_locals;

@@ -21,6 +21,7 @@ use tracing::Instrument;
 
 use crate::body::{Request, Response};
 use crate::exec::chain::Chain;
+use crate::exec::fiber_segment::FiberSegmentFuture;
 use crate::exec::request::RequestCtx;
 use crate::exec::watchdog::StallStats;
 use crate::future::LocalBoxFuture;
@@ -58,9 +59,23 @@ impl Pipeline {
     pub fn handle(&self, req: Request) -> ResponseFuture {
         let span = tracing::info_span!("request", method = %req.method(), uri = %req.uri());
         let rctx = RequestCtx::new();
-        ResponseFuture {
-            inner: Chain::run_segment(&self.chain, 0, req, rctx).instrument(span),
-        }
+        let inner = if !span.is_disabled() {
+            Inner::Traced(Chain::run_segment(&self.chain, 0, req, rctx).instrument(span))
+        } else if let Some(&Segment::Fiber(layers)) = self.chain.segments.first() {
+            // Nobody listens for the request's span: the first segment is
+            // held by value, with neither the span's wrapper nor a box (one
+            // allocation fewer per request).
+            Inner::Fiber(FiberSegmentFuture::new(
+                self.chain.clone(),
+                0,
+                layers,
+                req,
+                rctx,
+            ))
+        } else {
+            Inner::Boxed(Chain::run_segment(&self.chain, 0, req, rctx))
+        };
+        ResponseFuture { inner }
     }
 
     /// Counters of the pipeline's stack pool.
@@ -148,13 +163,27 @@ impl fmt::Debug for Pipeline {
 /// send_sync::<suspendware::Pipeline>();
 /// ```
 pub struct ResponseFuture {
-    inner: Instrumented<LocalBoxFuture<'static, Response>>,
+    inner: Inner,
+}
+
+/// What a [`ResponseFuture`] runs.
+enum Inner {
+    /// The first segment, a fiber segment, by value (no request span).
+    Fiber(FiberSegmentFuture),
+    /// The first segment of another kind (no request span).
+    Boxed(LocalBoxFuture<'static, Response>),
+    /// The request's span is enabled: the first segment inside it.
+    Traced(Instrumented<LocalBoxFuture<'static, Response>>),
 }
 
 impl Future for ResponseFuture {
     type Output = Response;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
-        Pin::new(&mut self.inner).poll(cx)
+        match &mut self.inner {
+            Inner::Fiber(f) => Pin::new(f).poll(cx),
+            Inner::Boxed(f) => f.as_mut().poll(cx),
+            Inner::Traced(f) => Pin::new(f).poll(cx),
+        }
     }
 }
 
