@@ -1,6 +1,6 @@
-//! The coroutine room: the only module of the crate that contains `unsafe`,
-//! and a leaf: it imports nothing from the rest of the crate but the loom
-//! shim.
+//! The coroutine room: all of the crate's `unsafe` but one lifetime
+//! extension (`ArcBorrowing::new` in `src/future.rs`), and a leaf: it
+//! imports nothing from the rest of the crate but the loom shim.
 //!
 //! * [`fiber`] wraps a corosensei coroutine on a guarded stack: a generic
 //!   `Fiber<Y, R, T>` that runs `FnOnce() -> T`, suspends with `Y` and is
