@@ -38,6 +38,11 @@ impl<T> Receiver<T> {
         }
     }
 
+    /// The answer if the sender has finished, without waiting.
+    pub(crate) fn try_recv(&mut self) -> Option<Result<T, Closed>> {
+        self.outcome(self.shared.load())
+    }
+
     /// The answer, if the sender has finished.
     fn outcome(&self, state: State) -> Option<Result<T, Closed>> {
         if state.is_sent() {

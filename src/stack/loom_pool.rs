@@ -10,7 +10,7 @@ use loom::sync::Arc;
 use loom::thread;
 
 use crate::loom_support::*;
-use crate::stack::{PoolCore, TryAcquire};
+use crate::stack::{Enqueued, Grant, PoolCore, TryAcquire};
 
 // ------------------------------------------------------------- stack pool
 
@@ -290,5 +290,86 @@ fn pool_trim_vs_acquire() {
             (0..made).collect::<Vec<_>>(),
             "a stack lost or duplicated"
         );
+    });
+}
+
+// ------------------------------------------------------- hand-off queue
+
+/// Full pool: the holder releases its stack while another request joins
+/// the hand-off queue (`StackPool::acquire`'s second phase). Exactly one
+/// of these happens: the join finds the slot free (`Granted`), or the
+/// release hands the stack to the queued request (its receiver has it).
+/// Never a queued request beside a free slot; no stack allocated twice.
+///
+/// Catches (checked by applying the mutation, seeing the model fail,
+/// restoring): `release_at` freeing the slot after dropping the lock
+/// ("a queued request beside a free slot").
+#[test]
+fn pool_release_hands_to_queued() {
+    loom::model(|| {
+        let core = core_with_history(1);
+        let ids = Arc::new(AtomicUsize::new(0));
+        let held = take(&core, &ids).expect("an empty pool has a slot");
+        let holder = {
+            let core = core.clone();
+            thread::spawn(move || {
+                let _ = core.release(held);
+            })
+        };
+        let got = match core.enqueue() {
+            Enqueued::Granted(Grant::Stack(s)) => s,
+            Enqueued::Granted(Grant::Slot) => unreachable!("the slot's stack was released"),
+            Enqueued::Waiting(_, rx) => {
+                holder.join().unwrap();
+                let s = core.stats();
+                assert_eq!(s.in_use, 1, "a queued request beside a free slot: {s:?}");
+                match rx.recv_blocking() {
+                    Ok(Grant::Stack(s)) => {
+                        let _ = core.release(s);
+                        assert!(core.stats().is_whole());
+                        return;
+                    }
+                    other => panic!("the released stack must reach the queue: {other:?}"),
+                }
+            }
+        };
+        holder.join().unwrap();
+        assert_eq!(got, 0, "the stack is reused");
+        let _ = core.release(got);
+        let s = core.stats();
+        assert!(s.is_whole() && s.waiting == 0, "{s:?}");
+    });
+}
+
+/// A queued request leaves (its request was cancelled, or its deadline
+/// passed) while the holder releases: either it left first (nothing was
+/// granted; the release freed the slot) or the grant reached it first (its
+/// receiver holds the stack, which it gives back). No slot is lost.
+#[test]
+fn pool_withdraw_vs_release() {
+    loom::model(|| {
+        let core = core_with_history(1);
+        let ids = Arc::new(AtomicUsize::new(0));
+        let held = take(&core, &ids).expect("an empty pool has a slot");
+        let Enqueued::Waiting(ticket, mut rx) = core.enqueue() else {
+            unreachable!("the only slot is held");
+        };
+        let holder = {
+            let core = core.clone();
+            thread::spawn(move || {
+                let _ = core.release(held);
+            })
+        };
+        if !core.withdraw(ticket) {
+            match rx.try_recv() {
+                Some(Ok(Grant::Stack(s))) => {
+                    let _ = core.release(s);
+                }
+                other => panic!("granted but not delivered: {other:?}"),
+            }
+        }
+        holder.join().unwrap();
+        let s = core.stats();
+        assert!(s.is_whole() && s.waiting == 0, "a slot lost: {s:?}");
     });
 }

@@ -17,5 +17,7 @@ pub use pool::{
     default_stack_budget, max_map_count, PoolStats, StackPool, DEFAULT_STACK_HOT_SET,
     DEFAULT_STACK_IDLE_TIMEOUT, DEFAULT_STACK_SIZE, DEFAULT_STACK_WAIT, MIN_STACK_SIZE,
 };
+#[cfg(all(test, loom))]
+pub(crate) use pool::{Enqueued, Grant};
 #[cfg(loom)]
 pub(crate) use pool::{PoolCore, TryAcquire};

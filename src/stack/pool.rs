@@ -15,7 +15,10 @@
 //!   headroom; all pools together never allocate more stacks than that.
 //!
 //! When `max_stacks` stacks are in use, a request waits (up to the pool's
-//! `wait` bound) for one to come back, and then is answered `503`.
+//! `wait` bound) for one to come back, and then is answered `503`. It first
+//! competes for freed stacks (a request arriving meanwhile may win, which
+//! keeps warm stacks busy), and after [`STARVING_AFTER`] joins a queue
+//! served in order of arrival (see [`PoolCore`]).
 //!
 //! After a burst, the free list would keep every stack the burst made (two
 //! maps and the touched pages each). Each free stack carries the coarse
@@ -25,8 +28,9 @@
 //! list is a stack (LIFO): requests take the warmest stack from the top,
 //! trimming takes the coldest from the bottom.
 //!
-//! The counters and free list use the crate's loom shim; `tests/loom.rs`
-//! models acquire/release/wake-up with the same code ([`PoolCore`]).
+//! The counters, free list and queue use the crate's loom shim;
+//! `loom_pool.rs` models acquire/release/wake-up and the queue's hand-offs
+//! with the same code ([`PoolCore`]).
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -36,9 +40,11 @@ use corosensei::stack::DefaultStack;
 
 use super::StackError;
 use crate::coro::coarse_now_ns;
+use crate::handoff::{Receiver, Sender};
 use crate::loom::lock;
 use crate::loom::sync::atomic::{AtomicUsize, Ordering};
 use crate::loom::sync::Mutex;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// Default usable size of a fiber stack: 256 KiB.
@@ -61,6 +67,13 @@ pub const MIN_STACK_SIZE: usize = 64 * 1024;
 
 /// Default time a request waits for a stack when the pool is exhausted.
 pub const DEFAULT_STACK_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a request waiting for a stack competes for freed slots before
+/// it joins the hand-off queue, where it is served in order of arrival
+/// (see [`PoolCore`]): a bound on how long arriving requests may overtake
+/// it. Measured at N = 30,000 closed-loop clients over a 24,574-stack
+/// budget (BENCHMARKS.md, "Fourth round (issue 13)").
+pub(crate) const STARVING_AFTER: Duration = Duration::from_millis(50);
 
 /// Default time a free stack may stay idle before it is unmapped: 10 s.
 ///
@@ -105,21 +118,58 @@ pub fn default_stack_budget() -> usize {
 /// under loom: it is a process-wide tally, not part of a modelled hand-off.
 static PROCESS_STACKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// Counters, free list and limit of a pool, generic over the stack type so
-/// loom can model it with stand-in stacks.
+/// Counters, free list, hand-off queue and limit of a pool, generic over
+/// the stack type so loom can model it with stand-in stacks.
+///
+/// ## Slots, waiters and the hand-off queue
+///
+/// A *slot* is the right to hold one stack; `in_use` counts the slots
+/// taken. A request takes a slot without waiting ([`PoolCore::try_acquire`],
+/// lock-free) while `in_use < max`. When none is free it waits, in two
+/// phases (as Go's `sync.Mutex` does between its normal and starvation
+/// modes):
+///
+/// 1. *Competing* ([`PoolCore::add_waiter`]): a freed slot goes back to the
+///    pool and `release` reports that a waiter must be woken; the woken
+///    waiter retries, and a request arriving meanwhile may take the slot
+///    first. That keeps a just-released (cache-warm) stack busy instead of
+///    idle until the waiter's task is scheduled.
+/// 2. *Queued* ([`PoolCore::enqueue`]), after [`STARVING_AFTER`] of losing:
+///    a freed slot is handed to the oldest queued request directly
+///    ([`PoolCore::release_at`], [`PoolCore::cancel_slot`]); the slot stays
+///    taken, so no one can overtake the queue. Without this phase, under a
+///    closed loop beyond the budget, arriving requests won every race and
+///    the same waiters starved until their deadline and a 503
+///    (BENCHMARKS.md, "Fourth round (issue 13)").
+///
+/// Invariant (every change of the queue and every freeing of a slot happens
+/// under the `shared` lock): the queue is non-empty only while
+/// `in_use == max`. A queued request is therefore never left beside a free
+/// slot: both sides decide under the same lock.
 pub(crate) struct PoolCore<S> {
+    shared: Mutex<Shared<S>>,
+    /// Slots taken: stacks handed out, or reserved for a stack being
+    /// mapped or handed to a waiter.
+    in_use: AtomicUsize,
+    /// Stacks that exist (in use + free).
+    allocated: AtomicUsize,
+    /// Requests waiting in the competing phase.
+    waiters: AtomicUsize,
+    /// Requests in the hand-off queue (its length, mirrored for `stats`).
+    queued: AtomicUsize,
+    max: usize,
+}
+
+/// What the pool's lock guards.
+struct Shared<S> {
     /// Free stacks with the coarse time (ns) each was released, most
     /// recently released on top. Times are non-decreasing upwards except for
     /// the few nanoseconds two releases may race; trimming only takes a
     /// run of old entries from the bottom, so such a swap only delays it.
-    free: Mutex<Vec<(S, u64)>>,
-    /// Stacks handed out and not yet released.
-    in_use: AtomicUsize,
-    /// Stacks that exist (in use + free).
-    allocated: AtomicUsize,
-    /// Requests currently waiting for a stack.
-    waiters: AtomicUsize,
-    max: usize,
+    free: Vec<(S, u64)>,
+    /// Waiting requests, oldest first, each with its ticket.
+    queue: VecDeque<(u64, Sender<Grant<S>>)>,
+    next_ticket: u64,
 }
 
 /// Outcome of [`PoolCore::try_acquire`].
@@ -135,25 +185,62 @@ pub(crate) enum TryAcquire<S> {
     Full,
 }
 
+/// A slot given to a waiter: with a free stack, or to allocate one for (as
+/// [`TryAcquire::Allocate`]).
+#[derive(Debug)]
+pub(crate) enum Grant<S> {
+    /// A released stack.
+    Stack(S),
+    /// A slot whose stack must be mapped (the freed slot had none: a failed
+    /// allocation or a lost stack gave it back).
+    Slot,
+}
+
+/// Outcome of [`PoolCore::enqueue`].
+pub(crate) enum Enqueued<S> {
+    /// A slot was free after all.
+    Granted(Grant<S>),
+    /// Queued: the grant arrives on the receiver; [`PoolCore::withdraw`]
+    /// with the ticket leaves the queue.
+    Waiting(u64, Receiver<Grant<S>>),
+}
+
 impl<S> PoolCore<S> {
     /// A pool core allowing `max` stacks in use.
     pub(super) fn new(max: usize) -> Self {
         PoolCore {
-            free: Mutex::new(Vec::new()),
+            shared: Mutex::new(Shared {
+                free: Vec::new(),
+                queue: VecDeque::new(),
+                next_ticket: 0,
+            }),
             in_use: AtomicUsize::new(0),
             allocated: AtomicUsize::new(0),
             waiters: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
             max,
         }
     }
 
-    /// Reserves an in-use slot, then takes a free stack if there is one.
+    /// Reserves a slot, then takes a free stack if there is one. Lock-free
+    /// for the slot; cannot succeed while anyone is queued (the queue is
+    /// non-empty only while all slots are taken).
     pub(super) fn try_acquire(&self) -> TryAcquire<S> {
-        // SeqCst: pairs with `release`/`add_waiter` (see `release`).
+        if !self.reserve() {
+            return TryAcquire::Full;
+        }
+        match lock(&self.shared).free.pop() {
+            Some((s, _)) => TryAcquire::Reused(s),
+            None => TryAcquire::Allocate,
+        }
+    }
+
+    /// Takes a slot if `in_use < max`.
+    fn reserve(&self) -> bool {
         let mut cur = self.in_use.load(Ordering::SeqCst);
         loop {
             if cur >= self.max {
-                return TryAcquire::Full;
+                return false;
             }
             match self.in_use.compare_exchange_weak(
                 cur,
@@ -161,14 +248,58 @@ impl<S> PoolCore<S> {
                 Ordering::SeqCst,
                 Ordering::SeqCst,
             ) {
-                Ok(_) => break,
+                Ok(_) => return true,
                 Err(now) => cur = now,
             }
         }
-        match lock(&self.free).pop() {
-            Some((s, _)) => TryAcquire::Reused(s),
-            None => TryAcquire::Allocate,
+    }
+
+    /// Takes a slot if one is free, else joins the queue (under the lock,
+    /// so no slot can be freed between the check and the joining).
+    pub(super) fn enqueue(&self) -> Enqueued<S> {
+        let mut shared = lock(&self.shared);
+        if self.reserve() {
+            return Enqueued::Granted(match shared.free.pop() {
+                Some((s, _)) => Grant::Stack(s),
+                None => Grant::Slot,
+            });
         }
+        let (tx, rx) = crate::handoff::oneshot();
+        let ticket = shared.next_ticket;
+        shared.next_ticket += 1;
+        shared.queue.push_back((ticket, tx));
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        Enqueued::Waiting(ticket, rx)
+    }
+
+    /// Leaves the queue. `true`: done, nothing was granted. `false`: a grant
+    /// was already sent to the ticket's receiver (it is ready there), and
+    /// the caller must use it or give it back.
+    pub(super) fn withdraw(&self, ticket: u64) -> bool {
+        let mut shared = lock(&self.shared);
+        match shared.queue.iter().position(|(t, _)| *t == ticket) {
+            Some(i) => {
+                shared.queue.remove(i);
+                self.queued.fetch_sub(1, Ordering::SeqCst);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Hands `grant` to the oldest waiter that still listens; gives it back
+    /// when the queue is empty. Called with the lock held.
+    fn hand_over(&self, shared: &mut Shared<S>, mut grant: Grant<S>) -> Option<Grant<S>> {
+        while let Some((_, tx)) = shared.queue.pop_front() {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            match tx.send(grant) {
+                Ok(()) => return None,
+                // Its receiver is gone without withdrawing (not done by
+                // `StackPool`, which withdraws first): the next one.
+                Err(g) => grant = g,
+            }
+        }
+        Some(grant)
     }
 
     /// Records that the caller allocated a stack for its reserved slot.
@@ -176,23 +307,31 @@ impl<S> PoolCore<S> {
         self.allocated.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Gives back a slot reserved by `try_acquire` whose allocation failed.
-    /// Returns whether a waiter should be woken.
+    /// Gives back a slot reserved by `try_acquire` (or granted without a
+    /// stack) whose allocation failed: to the oldest queued request, else
+    /// freed. Returns whether a competing waiter must be woken.
     #[must_use]
     pub(super) fn cancel_slot(&self) -> bool {
+        let mut shared = lock(&self.shared);
+        if self.hand_over(&mut shared, Grant::Slot).is_none() {
+            return false;
+        }
+        // Under the lock: an `enqueue` must not see the slot taken after
+        // this call decided that no one was queued.
         self.in_use.fetch_sub(1, Ordering::SeqCst);
         self.waiters.load(Ordering::SeqCst) > 0
     }
 
-    /// Returns a stack to the free list and frees its slot. Returns whether a
+    /// Returns a stack: to the oldest queued request (its slot with it),
+    /// else to the free list, freeing its slot. Returns whether a competing
     /// waiter must be woken.
     ///
-    /// Ordering: the slot is freed (`in_use` decremented) *before* `waiters`
-    /// is read, and a waiter registers in `waiters` *before* retrying
-    /// `try_acquire`; all four accesses are SeqCst. So either this call sees
-    /// the waiter (and wakes it) or the waiter's retry sees the free slot.
-    /// Reading `waiters` first would lose that wake-up (the loom model
-    /// `pool_release_wakes_waiter` catches it).
+    /// Ordering (competing phase): the slot is freed (`in_use` decremented)
+    /// *before* `waiters` is read, and a waiter registers in `waiters`
+    /// *before* retrying `try_acquire`; all four accesses are SeqCst. So
+    /// either this call sees the waiter (and wakes it) or the waiter's retry
+    /// sees the free slot. Reading `waiters` first would lose that wake-up
+    /// (the loom model `pool_release_wakes_waiter` catches it).
     ///
     /// The release time is the watchdog ticker's published clock reading
     /// while that thread ticks (a memory read: the trimmer only compares it
@@ -208,17 +347,22 @@ impl<S> PoolCore<S> {
     /// [`PoolCore::release`] with the release time given (coarse ns).
     #[must_use]
     pub(crate) fn release_at(&self, stack: S, now: u64) -> bool {
-        lock(&self.free).push((stack, now));
+        let mut shared = lock(&self.shared);
+        let Some(Grant::Stack(stack)) = self.hand_over(&mut shared, Grant::Stack(stack)) else {
+            return false;
+        };
+        shared.free.push((stack, now));
+        // Under the lock, as in `cancel_slot`.
         self.in_use.fetch_sub(1, Ordering::SeqCst);
         self.waiters.load(Ordering::SeqCst) > 0
     }
 
-    /// Registers a waiter (before its retry of `try_acquire`).
+    /// Registers a competing waiter (before its retry of `try_acquire`).
     pub(super) fn add_waiter(&self) {
         self.waiters.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Unregisters a waiter.
+    /// Unregisters a competing waiter.
     pub(super) fn remove_waiter(&self) {
         self.waiters.fetch_sub(1, Ordering::SeqCst);
     }
@@ -235,10 +379,12 @@ impl<S> PoolCore<S> {
     /// Only free stacks are touched: a stack in use belongs to its fiber
     /// and comes back through `release`. `allocated` is lowered under the
     /// free list's lock, so `stats` (which reads both under it) never sees
-    /// a trimmed stack as missing. `in_use` and `waiters` are not touched:
-    /// trimming frees no slot, so it has no wake-up to give.
+    /// a trimmed stack as missing. `in_use` and the queue are not touched:
+    /// trimming frees no slot, and waiters get released stacks directly,
+    /// not through the free list.
     pub(crate) fn trim_idle(&self, now: u64, idle_ns: u64, keep: usize) -> Vec<S> {
-        let mut free = lock(&self.free);
+        let mut shared = lock(&self.shared);
+        let free = &mut shared.free;
         let spare = free.len().saturating_sub(keep);
         let cold = free[..spare]
             .iter()
@@ -253,10 +399,10 @@ impl<S> PoolCore<S> {
     pub(super) fn stats(&self) -> PoolStats {
         PoolStats {
             in_use: self.in_use.load(Ordering::SeqCst),
-            idle: lock(&self.free).len(),
+            idle: lock(&self.shared).free.len(),
             allocated: self.allocated.load(Ordering::Relaxed),
             max: self.max,
-            waiting: self.waiters.load(Ordering::SeqCst),
+            waiting: self.waiters.load(Ordering::SeqCst) + self.queued.load(Ordering::SeqCst),
         }
     }
 }
@@ -306,6 +452,7 @@ pub(crate) struct PoolInner {
     core: PoolCore<DefaultStack>,
     stack_size: usize,
     wait: Duration,
+    /// Wakes a competing waiter when a slot is freed.
     notify: tokio::sync::Notify,
     /// Unmap free stacks idle this long (`None`: keep them).
     idle_timeout: Option<Duration>,
@@ -457,23 +604,29 @@ impl StackPool {
         n
     }
 
-    /// Takes a stack without waiting. `Ok(None)` when the pool is full.
+    /// Takes a stack without waiting. `Ok(None)` when all slots are taken
+    /// (which they are while anyone waits: a new request queues behind the
+    /// waiters, see [`PoolCore`]).
     pub(crate) fn try_acquire(&self) -> Result<Option<DefaultStack>, StackError> {
         match self.inner.core.try_acquire() {
             TryAcquire::Reused(s) => Ok(Some(s)),
             TryAcquire::Full => Ok(None),
-            TryAcquire::Allocate => match self.allocate() {
-                Ok(s) => {
-                    self.inner.core.allocated();
-                    Ok(Some(s))
-                }
-                Err(e) => {
-                    if self.inner.core.cancel_slot() {
-                        self.inner.notify.notify_one();
-                    }
-                    Err(e)
-                }
-            },
+            TryAcquire::Allocate => self.allocate_for_slot().map(Some),
+        }
+    }
+
+    /// Maps a stack for a slot already taken; gives the slot back (to the
+    /// oldest waiter, if any) when that fails.
+    fn allocate_for_slot(&self) -> Result<DefaultStack, StackError> {
+        match self.allocate() {
+            Ok(s) => {
+                self.inner.core.allocated();
+                Ok(s)
+            }
+            Err(e) => {
+                self.cancel_slot();
+                Err(e)
+            }
         }
     }
 
@@ -493,7 +646,18 @@ impl StackPool {
         })
     }
 
-    /// Takes a stack, waiting up to the pool's bound when all are in use.
+    /// The stack of a granted slot.
+    fn take_grant(&self, grant: Grant<DefaultStack>) -> Result<DefaultStack, StackError> {
+        match grant {
+            Grant::Stack(s) => Ok(s),
+            Grant::Slot => self.allocate_for_slot(),
+        }
+    }
+
+    /// Takes a stack, waiting up to the pool's bound when all are in use:
+    /// first competing for freed slots, then, after [`STARVING_AFTER`], in
+    /// the hand-off queue where the oldest request gets the next freed slot
+    /// (see [`PoolCore`]).
     pub(crate) async fn acquire(&self) -> Result<DefaultStack, StackError> {
         if let Some(s) = self.try_acquire()? {
             return Ok(s);
@@ -506,19 +670,54 @@ impl StackPool {
         if inner.wait.is_zero() {
             return Err(full());
         }
-        let deadline = tokio::time::Instant::now() + inner.wait;
-        inner.core.add_waiter();
-        let _waiting = WaiterGuard(&inner.core);
-        loop {
-            let notified = inner.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(s) = self.try_acquire()? {
-                return Ok(s);
+        let now = tokio::time::Instant::now();
+        let deadline = now + inner.wait;
+        let starving = (now + STARVING_AFTER).min(deadline);
+        {
+            // Competing.
+            inner.core.add_waiter();
+            let _waiting = WaiterGuard(&inner.core);
+            loop {
+                let notified = inner.notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if let Some(s) = self.try_acquire()? {
+                    return Ok(s);
+                }
+                if tokio::time::timeout_at(starving, notified).await.is_err() {
+                    break;
+                }
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Err(full());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(full());
+        }
+        // Queued.
+        let (ticket, rx) = match inner.core.enqueue() {
+            Enqueued::Granted(g) => return self.take_grant(g),
+            Enqueued::Waiting(ticket, rx) => (ticket, rx),
+        };
+        let mut queued = Queued {
+            pool: self,
+            ticket,
+            rx: Some(rx),
+        };
+        let rx = queued.rx.as_mut().expect("set above");
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(grant)) => {
+                queued.rx = None;
+                self.take_grant(grant)
             }
+            // The queue holds the senders; the pool outlives this call.
+            Ok(Err(_closed)) => {
+                queued.rx = None;
+                Err(full())
+            }
+            // Timed out; a grant that raced the deadline is used, not lost.
+            Err(_elapsed) => match queued.leave() {
+                Some(grant) => self.take_grant(grant),
+                None => Err(full()),
+            },
         }
     }
 
@@ -529,17 +728,23 @@ impl StackPool {
         }
     }
 
+    /// Gives back a slot taken but left without a stack.
+    fn cancel_slot(&self) {
+        if self.inner.core.cancel_slot() {
+            self.inner.notify.notify_one();
+        }
+    }
+
     /// Gives back the slot of a stack that was lost (a fiber that could not
     /// be unwound keeps its stack; it is unmapped instead of reused).
     pub(crate) fn forget_one(&self) {
         self.inner.core.allocated.fetch_sub(1, Ordering::Relaxed);
         PROCESS_STACKS.fetch_sub(1, Ordering::Relaxed);
-        if self.inner.core.cancel_slot() {
-            self.inner.notify.notify_one();
-        }
+        self.cancel_slot();
     }
 }
 
+/// Unregisters a competing waiter however it leaves.
 struct WaiterGuard<'a, S>(&'a PoolCore<S>);
 
 impl<S> Drop for WaiterGuard<'_, S> {
@@ -548,9 +753,151 @@ impl<S> Drop for WaiterGuard<'_, S> {
     }
 }
 
+/// A place in the hand-off queue. Dropped without being served (the request was
+/// cancelled while it waited), it leaves the queue, or gives back the grant
+/// that reached it in the meantime, so no slot is lost.
+struct Queued<'a> {
+    pool: &'a StackPool,
+    ticket: u64,
+    /// `None` once served.
+    rx: Option<Receiver<Grant<DefaultStack>>>,
+}
+
+impl Queued<'_> {
+    /// Leaves the queue; returns the grant if one arrived first.
+    fn leave(&mut self) -> Option<Grant<DefaultStack>> {
+        let mut rx = self.rx.take()?;
+        if self.pool.inner.core.withdraw(self.ticket) {
+            return None;
+        }
+        // Granted: the sender sent under the pool's lock, before our
+        // withdraw took it, so the grant is there now.
+        let grant = rx.try_recv().and_then(Result::ok);
+        if grant.is_none() {
+            // Not reachable by the argument above; a slot would be lost.
+            tracing::error!("a stack pool grant was announced but not delivered; one slot is lost");
+        }
+        grant
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        match self.leave() {
+            Some(Grant::Stack(s)) => self.pool.release(s),
+            Some(Grant::Slot) => self.pool.cancel_slot(),
+            None => {}
+        }
+    }
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
-    use super::{PoolCore, TryAcquire};
+    use super::{PoolCore, StackPool, TryAcquire};
+    use std::future::Future;
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    fn current_thread() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn paused() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap()
+    }
+
+    /// Requests that have waited past `STARVING_AFTER` are served in order
+    /// of arrival, and a request arriving then queues behind them instead of
+    /// taking the released stack.
+    #[test]
+    fn starving_waiters_are_served_in_order_before_newcomers() {
+        let rt = paused();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            let pool = StackPool::new(64 * 1024, 1, Duration::from_secs(30));
+            let held = pool.try_acquire().unwrap().expect("one free slot");
+            let order = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+            let waiter = |name: &'static str| {
+                let (pool, order) = (pool.clone(), order.clone());
+                tokio::task::spawn_local(async move {
+                    let s = pool.acquire().await.expect("served before the deadline");
+                    order.borrow_mut().push(name);
+                    pool.release(s);
+                })
+            };
+            let a = waiter("a");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let b = waiter("b");
+            tokio::time::sleep(super::STARVING_AFTER * 2).await;
+            assert_eq!(pool.stats().waiting, 2);
+            pool.release(held);
+            assert!(
+                pool.try_acquire().unwrap().is_none(),
+                "a newcomer must queue behind starving waiters"
+            );
+            a.await.unwrap();
+            b.await.unwrap();
+            assert_eq!(*order.borrow(), ["a", "b"]);
+            assert!(pool.stats().is_whole(), "{:?}", pool.stats());
+            assert_eq!(pool.stats().waiting, 0);
+        });
+    }
+
+    /// A queued request that gives up (its request is cancelled) leaves the
+    /// queue, and a stack granted to it just before is given on, not lost.
+    #[test]
+    fn a_queued_request_that_leaves_loses_no_slot() {
+        paused().block_on(async {
+            let pool = StackPool::new(64 * 1024, 1, Duration::from_secs(30));
+            let held = pool.try_acquire().unwrap().expect("one free slot");
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let mut granted = Box::pin(pool.acquire());
+            let mut next = Box::pin(pool.acquire());
+            let mut gone = Box::pin(pool.acquire());
+            for f in [&mut granted, &mut next, &mut gone] {
+                assert!(f.as_mut().poll(&mut cx).is_pending(), "the pool is full");
+            }
+            // Past the competing phase: all three queue, in this order.
+            tokio::time::sleep(super::STARVING_AFTER * 2).await;
+            for f in [&mut granted, &mut next, &mut gone] {
+                assert!(f.as_mut().poll(&mut cx).is_pending());
+            }
+            assert_eq!(pool.stats().waiting, 3);
+            drop(gone); // leaves before anything is granted to it
+            assert_eq!(pool.stats().waiting, 2);
+            pool.release(held); // granted to the oldest...
+            drop(granted); // ...which leaves unpolled: the stack goes on
+            let Poll::Ready(Ok(stack)) = next.as_mut().poll(&mut cx) else {
+                panic!("the grant of the request that left must reach the next one");
+            };
+            pool.release(stack);
+            assert!(pool.stats().is_whole(), "{:?}", pool.stats());
+            assert_eq!(pool.stats().waiting, 0);
+        });
+    }
+
+    /// Past its deadline a waiter gets a 503, and the queue forgets it.
+    #[test]
+    fn a_waiter_times_out_and_leaves_the_queue() {
+        current_thread().block_on(async {
+            let pool = StackPool::new(64 * 1024, 1, Duration::from_millis(20));
+            let held = pool.try_acquire().unwrap().expect("one free slot");
+            let Err(err) = pool.acquire().await else {
+                panic!("the only stack is held");
+            };
+            assert!(err.to_string().contains("stack"), "{err}");
+            assert_eq!(pool.stats().waiting, 0);
+            pool.release(held);
+            assert_eq!(pool.stats().in_use, 0, "the release freed the slot");
+        });
+    }
 
     /// A core with stacks `0..n` released at times `times[i]` (in that
     /// order, so stack `n - 1` is on top).
