@@ -206,7 +206,9 @@ impl PipelineBuilder {
 
     /// How long a request waits for a stack when all are in use before it is
     /// answered `503` (default 5 s; zero answers at once). Waiting needs the
-    /// tokio runtime's timer (`enable_time`/`enable_all`).
+    /// tokio runtime's timer (`enable_time`/`enable_all`). A request that has
+    /// waited 50 ms is served in order of arrival, before requests that
+    /// arrive later (see [`crate::stack::StackPool`]).
     pub fn stack_wait(mut self, wait: Duration) -> Self {
         self.stack_wait = wait;
         self

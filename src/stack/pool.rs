@@ -443,6 +443,14 @@ impl PoolStats {
 /// Pipelines make their own pool from the builder's settings; pass one pool
 /// to several builders with [`crate::PipelineBuilder::stack_pool`] to share
 /// stacks and the cap between them.
+///
+/// When every stack is in use, a request waits: for its first 50 ms it
+/// competes for released stacks with requests that arrive meanwhile (a
+/// just-released stack is warm in the cache, and handing it on at once
+/// keeps it busy), then it queues, and the oldest queued request gets the
+/// next released stack; requests that arrive while anyone is queued queue
+/// behind. So no request waits out its `wait` bound while later ones are
+/// served.
 #[derive(Clone)]
 pub struct StackPool {
     inner: Arc<PoolInner>,
