@@ -35,13 +35,14 @@ pub(crate) struct ArcBorrowing<T: ?Sized + 'static, O> {
 
 impl<T: ?Sized + 'static, O> ArcBorrowing<T, O> {
     /// Calls `make` with a borrow of `owner` and keeps the future it returns
-    /// beside `owner`. `make` must work for every lifetime of the borrow,
-    /// so the future can borrow from `owner` and from nothing else.
+    /// beside `owner`. `make` must work for every lifetime of the borrow and
+    /// captures nothing borrowed (`'static`), so the future can borrow from
+    /// `owner` and from nothing else.
     #[inline]
     #[allow(unsafe_code)]
     pub(crate) fn new(
         owner: Arc<T>,
-        make: impl for<'a> FnOnce(&'a T) -> LocalBoxFuture<'a, O>,
+        make: impl for<'a> FnOnce(&'a T) -> LocalBoxFuture<'a, O> + 'static,
     ) -> Self {
         let fut: LocalBoxFuture<'_, O> = make(&owner);
         // SAFETY: only the lifetime changes (same type and layout). By

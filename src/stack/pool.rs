@@ -287,8 +287,11 @@ impl<S> PoolCore<S> {
         }
     }
 
-    /// Hands `grant` to the oldest waiter that still listens; gives it back
-    /// when the queue is empty. Called with the lock held.
+    /// Hands `grant` to the oldest queued request that still listens; gives
+    /// it back when the queue is empty. Called with the lock held: the send
+    /// wakes the receiver's task (a tokio waker only schedules it), and a
+    /// request that withdraws under the same lock either is still queued or
+    /// finds the grant in its receiver.
     fn hand_over(&self, shared: &mut Shared<S>, mut grant: Grant<S>) -> Option<Grant<S>> {
         while let Some((_, tx)) = shared.queue.pop_front() {
             self.queued.fetch_sub(1, Ordering::SeqCst);
@@ -612,9 +615,9 @@ impl StackPool {
         n
     }
 
-    /// Takes a stack without waiting. `Ok(None)` when all slots are taken
-    /// (which they are while anyone waits: a new request queues behind the
-    /// waiters, see [`PoolCore`]).
+    /// Takes a stack without waiting. `Ok(None)` when all slots are taken,
+    /// which they are while anyone is in the hand-off queue: a new request
+    /// then waits behind it (see [`PoolCore`]).
     pub(crate) fn try_acquire(&self) -> Result<Option<DefaultStack>, StackError> {
         match self.inner.core.try_acquire() {
             TryAcquire::Reused(s) => Ok(Some(s)),
