@@ -28,6 +28,13 @@ fn observer(seen: &Arc<Mutex<Vec<u16>>>) -> impl Fn(Request, &mut Next) -> Respo
     }
 }
 
+/// A panic handler answering 418 with "location | message".
+fn teapot(info: &PanicInfo<'_>) -> Response {
+    let mut r = ok(&format!("{} | {}", info.location, info.message));
+    *r.status_mut() = StatusCode::IM_A_TEAPOT;
+    r
+}
+
 fn is_default_500(resp: &Response) -> bool {
     resp.status() == StatusCode::INTERNAL_SERVER_ERROR && text(resp) == "internal server error\n"
 }
@@ -176,11 +183,7 @@ fn panic_in_view_after_awaiting_reaches_every_outer_layer() {
 
 #[test]
 fn custom_panic_handler_gets_location_and_message() {
-    let handler = |info: &PanicInfo<'_>| -> Response {
-        let mut r = ok(&format!("{} | {}", info.location, info.message));
-        *r.status_mut() = StatusCode::IM_A_TEAPOT;
-        r
-    };
+    let handler = teapot;
     let rt = rt();
 
     let p = Pipeline::builder()
@@ -337,11 +340,7 @@ fn cancellation_is_not_logged_or_handled_as_a_panic() {
 /// outer sync layer sees the response, and the stack goes back.
 #[test]
 fn panic_in_the_call_of_an_async_layer_before_its_future_exists() {
-    let handler = |info: &PanicInfo<'_>| -> Response {
-        let mut r = ok(&format!("{} | {}", info.location, info.message));
-        *r.status_mut() = StatusCode::IM_A_TEAPOT;
-        r
-    };
+    let handler = teapot;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let rt = rt();
     let view_panics = named(

@@ -809,17 +809,12 @@ mod tests {
     use std::task::{Context, Poll};
     use std::time::Duration;
 
-    fn current_thread() -> tokio::runtime::Runtime {
+    /// A current-thread runtime; with `paused`, tokio's clock is paused
+    /// (it jumps to the next timer when every task is idle).
+    fn runtime(paused: bool) -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .build()
-            .unwrap()
-    }
-
-    fn paused() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
+            .start_paused(paused)
             .build()
             .unwrap()
     }
@@ -829,7 +824,7 @@ mod tests {
     /// taking the released stack.
     #[test]
     fn starving_waiters_are_served_in_order_before_newcomers() {
-        let rt = paused();
+        let rt = runtime(true);
         let local = tokio::task::LocalSet::new();
         local.block_on(&rt, async {
             let pool = StackPool::new(64 * 1024, 1, Duration::from_secs(30));
@@ -865,7 +860,7 @@ mod tests {
     /// queue, and a stack granted to it just before is given on, not lost.
     #[test]
     fn a_queued_request_that_leaves_loses_no_slot() {
-        paused().block_on(async {
+        runtime(true).block_on(async {
             let pool = StackPool::new(64 * 1024, 1, Duration::from_secs(30));
             let held = pool.try_acquire().unwrap().expect("one free slot");
             let mut cx = Context::from_waker(std::task::Waker::noop());
@@ -897,7 +892,7 @@ mod tests {
     /// Past its deadline a waiter gets a 503, and the queue forgets it.
     #[test]
     fn a_waiter_times_out_and_leaves_the_queue() {
-        current_thread().block_on(async {
+        runtime(false).block_on(async {
             let pool = StackPool::new(64 * 1024, 1, Duration::from_millis(20));
             let held = pool.try_acquire().unwrap().expect("one free slot");
             let Err(err) = pool.acquire().await else {
