@@ -21,7 +21,7 @@ pub(crate) mod span;
 
 use std::future::Future;
 use std::panic;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -47,19 +47,22 @@ use crate::loom::sync::Arc;
 /// When called where no suspendware fiber runs (async code, plain threads):
 /// that would have to block the thread, so it refuses with a message saying
 /// to `.await` instead.
+// `#[inline]`: small now that its cold paths are out of line, and generic,
+// so it is compiled in the caller's crate; the hint keeps a wait on a
+// ready future from costing a call (`bridge/wait_ready_future`: 9.8 ns
+// with three out-of-line copies in the bench binary, 6.4 ns inlined).
+#[inline]
 pub fn wait<F: Future>(fut: F) -> F::Output {
-    match coro::place() {
-        Place::Fiber => {}
-        Place::Unwinding => return park::block_on(fut),
-        Place::Off => {
-            if crate::exec::request::on_held_thread() {
-                // Adapt/ThreadHop: this thread is already held for the request.
-                return tokio::runtime::Handle::current().block_on(fut);
-            }
-            crate::panic::off_fiber("wait");
-        }
-    }
     let mut fut = pin!(fut);
+    // The first poll comes before any check of where this runs: on a fiber
+    // (the common case) `with_waker` is the one look-up of the running
+    // fiber, and a future that is already ready returns without a
+    // suspension or a second look-up (`bridge/wait_ready_future` and
+    // `benches/instr.rs`, BENCHMARKS.md "Fifth round"). The places that may
+    // not suspend are found where they matter: off-fiber, `with_waker`
+    // gives `None` without polling; during an unwind, `suspend` refuses and
+    // the future is driven to its end on this thread (a wake-up the first
+    // poll registered with the fiber's waker only re-polls its task).
     loop {
         let polled = coro::with_waker(|waker| fut.as_mut().poll(&mut Context::from_waker(waker)));
         match polled {
@@ -69,9 +72,20 @@ pub fn wait<F: Future>(fut: F) -> F::Output {
                 Err(Place::Unwinding) => return park::block_on(fut),
                 Err(_) => crate::panic::off_fiber("wait"),
             },
-            None => crate::panic::off_fiber("wait"),
+            None => return wait_off_fiber(fut),
         }
     }
+}
+
+/// [`wait`] where no suspendware fiber runs: a thread held for the
+/// request (Adapt mode, a ThreadHop hop) blocks on the future; anywhere
+/// else this would block an executor's thread, so it refuses.
+#[cold]
+fn wait_off_fiber<F: Future>(fut: Pin<&mut F>) -> F::Output {
+    if crate::exec::request::on_held_thread() {
+        return tokio::runtime::Handle::current().block_on(fut);
+    }
+    crate::panic::off_fiber("wait")
 }
 
 /// Runs a blocking function on tokio's blocking pool while the fiber is
