@@ -174,6 +174,9 @@ impl Middleware for HybridLayer {
 pub enum Flavor {
     /// Sync middleware, suspended on fibers (the default `Mode::Suspend`).
     Suspend,
+    /// Sync middleware on a fiber, and the view awaited on that fiber with
+    /// `suspendware::wait` from a sync view (the `stackful` crate's shape).
+    SuspendWait,
     /// The same logic as async middleware.
     Async,
     /// Sync middleware in `Mode::Adapt` (a blocking-pool thread held per
@@ -210,6 +213,12 @@ pub fn pipeline_with_stack(
     }
     let b = match flavor {
         Flavor::Suspend => add_sync_layers(b, k, work),
+        Flavor::SuspendWait => {
+            return add_sync_layers(b, k, work)
+                .sync_view(move |req: Request| suspendware::wait(view.run(req)))
+                .build()
+                .expect("bench pipeline builds");
+        }
         Flavor::Async => add_async_layers(b, k, work),
         Flavor::Adapt => add_sync_layers(b, k, work).mode(Mode::Adapt),
         Flavor::ThreadHop => add_hook_layers(b, k, work).mode(Mode::ThreadHop),

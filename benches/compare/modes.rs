@@ -21,6 +21,11 @@ use crate::common::{self, run_layers, Flavor, ThreadHold, ViewKind};
 pub enum Mode {
     /// suspendware's default: sync middleware on fibers, one thread.
     Suspend,
+    /// suspendware with the shape of the `stackful` mode: the same sync
+    /// middleware on a fiber, and the view awaited *on the fiber* with
+    /// `suspendware::wait` inside a sync view (its future on the fiber
+    /// stack, no hand-off of the request and response at the suspension).
+    SuspendWait,
     /// The same logic as suspendware *async* middleware (`layer_async`):
     /// no fibers, but suspendware's per-layer machinery (boxed futures,
     /// panic boundary, request context). Called `native_async` before.
@@ -74,6 +79,7 @@ impl Mode {
     /// Every mode, in the order they are reported.
     pub const ALL: &'static [Mode] = &[
         Mode::Suspend,
+        Mode::SuspendWait,
         Mode::Tower,
         Mode::Stackful,
         Mode::BlockInPlace,
@@ -116,6 +122,7 @@ impl Mode {
     pub fn name(self) -> &'static str {
         match self {
             Mode::Suspend => "suspend",
+            Mode::SuspendWait => "suspend_wait",
             Mode::SuspendwareAsync => "suspendware_async",
             Mode::Tower => "tower",
             Mode::Stackful => "stackful",
@@ -187,6 +194,9 @@ impl Handler {
                 Handler::Pipeline(crate::blocking::pipeline(mode, k, blocking_ms, view))
             }
             Mode::Suspend => Handler::Pipeline(common::pipeline(Flavor::Suspend, k, true, view)),
+            Mode::SuspendWait => {
+                Handler::Pipeline(common::pipeline(Flavor::SuspendWait, k, true, view))
+            }
             Mode::SuspendwareAsync => {
                 Handler::Pipeline(common::pipeline(Flavor::Async, k, true, view))
             }
