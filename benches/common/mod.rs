@@ -212,13 +212,7 @@ pub fn pipeline_with_stack(
         b = b.stack_size(bytes);
     }
     let b = match flavor {
-        Flavor::Suspend => add_sync_layers(b, k, work),
-        Flavor::SuspendWait => {
-            return add_sync_layers(b, k, work)
-                .sync_view(move |req: Request| suspendware::wait(view.run(req)))
-                .build()
-                .expect("bench pipeline builds");
-        }
+        Flavor::Suspend | Flavor::SuspendWait => add_sync_layers(b, k, work),
         Flavor::Async => add_async_layers(b, k, work),
         Flavor::Adapt => add_sync_layers(b, k, work).mode(Mode::Adapt),
         Flavor::ThreadHop => add_hook_layers(b, k, work).mode(Mode::ThreadHop),
@@ -232,9 +226,12 @@ pub fn pipeline_with_stack(
             }
         }),
     };
-    b.view(move |req: Request| view.run(req))
-        .build()
-        .expect("bench pipeline builds")
+    let b = if flavor == Flavor::SuspendWait {
+        b.sync_view(move |req: Request| suspendware::wait(view.run(req)))
+    } else {
+        b.view(move |req: Request| view.run(req))
+    };
+    b.build().expect("bench pipeline builds")
 }
 
 /// The thread-hold baseline (the asgiref / `spawn_blocking` model):

@@ -49,8 +49,9 @@ use crate::loom::sync::Arc;
 /// to `.await` instead.
 // `#[inline]`: small now that its cold paths are out of line, and generic,
 // so it is compiled in the caller's crate; the hint keeps a wait on a
-// ready future from costing a call (`bridge/wait_ready_future`: 9.8 ns
-// with three out-of-line copies in the bench binary, 6.4 ns inlined).
+// ready future from costing a call (`bridge/wait_ready_future`: 10.1 ns
+// with three out-of-line copies in the bench binary, 4.4 ns inlined;
+// BENCHMARKS.md "Fifth round").
 #[inline]
 pub fn wait<F: Future>(fut: F) -> F::Output {
     let mut fut = pin!(fut);
