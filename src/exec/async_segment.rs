@@ -16,6 +16,7 @@ use crate::exec::chain::Chain;
 use crate::exec::next::AsyncNext;
 use crate::exec::request::RequestCtx;
 use crate::future::{ArcBorrowing, LocalBoxFuture};
+use crate::pipeline::plan::Entry;
 
 /// Async layer `entry` running for one request.
 ///
@@ -33,16 +34,34 @@ pub(crate) struct AsyncSegmentFuture {
 impl AsyncSegmentFuture {
     /// Calls layer `entry` (segment `seg`) with `req`; its `next` leads to
     /// segment `seg + 1`.
+    ///
+    /// The view gets no `next` (it has no inner part): building one would
+    /// clone the chain's and the request context's `Arc`s only to drop them
+    /// unused, four locked read-modify-writes per request that cost about
+    /// 8 ns each in time, far more than their instruction count says
+    /// (BENCHMARKS.md, "Sixth round (issue 13)").
     #[inline]
     pub(crate) fn new(
         chain: Arc<Chain>,
         seg: usize,
         entry: usize,
         req: Request,
-        rctx: Arc<RequestCtx>,
+        rctx: &Arc<RequestCtx>,
     ) -> Self {
-        let next = AsyncNext::new(chain.clone(), seg + 1, rctx);
-        let fut = ArcBorrowing::new(chain, move |chain: &Chain| call(chain, entry, req, next));
+        let fut = if chain.entries[entry].view.is_some() {
+            ArcBorrowing::new(chain, move |chain: &Chain| {
+                call(chain, entry, req, |e, req| {
+                    // Set when the pipeline was built; a chain never changes.
+                    let view = e.view.as_deref().expect("the view's entry holds the view");
+                    view.call(req)
+                })
+            })
+        } else {
+            let next = AsyncNext::new(chain.clone(), seg + 1, rctx.clone());
+            ArcBorrowing::new(chain, move |chain: &Chain| {
+                call(chain, entry, req, move |e, req| e.mw.call_async(req, next))
+            })
+        };
         AsyncSegmentFuture { fut, entry }
     }
 }
@@ -52,14 +71,14 @@ impl AsyncSegmentFuture {
 /// wrapper costs an allocation), and a ready response if the call panicked
 /// before its future existed (the sync part of a closure).
 #[inline]
-fn call(
-    chain: &Chain,
+fn call<'a>(
+    chain: &'a Chain,
     entry: usize,
     req: Request,
-    next: AsyncNext,
-) -> LocalBoxFuture<'_, Response> {
+    layer: impl FnOnce(&'a Entry, Request) -> LocalBoxFuture<'a, Response>,
+) -> LocalBoxFuture<'a, Response> {
     let e = &chain.entries[entry];
-    match panic::catch_unwind(AssertUnwindSafe(|| e.mw.call_async(req, next))) {
+    match panic::catch_unwind(AssertUnwindSafe(|| layer(e, req))) {
         Ok(fut) if tracing::level_enabled!(tracing::Level::DEBUG) => instrumented(fut, &e.name),
         Ok(fut) => fut,
         Err(p) => {

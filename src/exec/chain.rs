@@ -86,7 +86,7 @@ impl Chain {
                 // at the first poll.
                 let req = Box::new(req);
                 Box::pin(
-                    async move { AsyncSegmentFuture::new(chain, seg, i, *{ req }, rctx).await },
+                    async move { AsyncSegmentFuture::new(chain, seg, i, *{ req }, &rctx).await },
                 )
             }
         }
@@ -107,13 +107,13 @@ impl Chain {
         chain: &Arc<Chain>,
         seg: usize,
         req: Request,
-        rctx: Arc<RequestCtx>,
+        rctx: &Arc<RequestCtx>,
     ) -> SegmentFuture {
         match chain.segments.get(seg) {
             Some(&Segment::Async(i)) => {
                 SegmentFuture::Async(AsyncSegmentFuture::new(chain.clone(), seg, i, req, rctx))
             }
-            _ => SegmentFuture::Boxed(Chain::run_segment(chain, seg, req, rctx)),
+            _ => SegmentFuture::Boxed(Chain::run_segment(chain, seg, req, rctx.clone())),
         }
     }
 

@@ -193,7 +193,7 @@ impl Future for FiberSegmentFuture {
                                 &this.chain,
                                 this.seg + 1,
                                 handoff::take_request(),
-                                this.rctx.clone(),
+                                &this.rctx,
                             ));
                         }
                         Ok(Step::Done(())) => {

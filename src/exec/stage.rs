@@ -41,10 +41,12 @@ impl<M: AsyncMiddleware> Middleware for AsyncOnly<M> {
     }
 }
 
-/// An async view as the innermost stage.
-pub(crate) struct AsyncViewStage<V>(pub(crate) V);
+/// An async view as the innermost stage. (An inner async segment calls the
+/// view through `Entry::view` instead; this adaptor gives it the
+/// `Middleware` shape the planner and the other callers see.)
+pub(crate) struct AsyncViewStage(pub(crate) Arc<dyn View>);
 
-impl<V: View> Middleware for AsyncViewStage<V> {
+impl Middleware for AsyncViewStage {
     fn capabilities(&self) -> Capabilities {
         Capabilities::ASYNC
     }

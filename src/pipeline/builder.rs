@@ -90,6 +90,7 @@ fn entry(kind: Kind, mw: Arc<dyn Middleware>) -> Entry {
         name: mw.name().to_owned(),
         kind,
         mw,
+        view: None,
         exec: Exec::Async,
     }
 }
@@ -168,7 +169,10 @@ impl PipelineBuilder {
 
     /// Sets an async view (the innermost handler). A view is required.
     pub fn view<V: View>(mut self, view: V) -> Self {
-        self.view = Some(entry(Kind::AsyncView, Arc::new(AsyncViewStage(view))));
+        let view: Arc<dyn View> = Arc::new(view);
+        let mut e = entry(Kind::AsyncView, Arc::new(AsyncViewStage(view.clone())));
+        e.view = Some(view);
+        self.view = Some(e);
         self
     }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::exec::layers::Layers;
 use crate::pipeline::error::BuildError;
-use crate::pipeline::middleware::Middleware;
+use crate::pipeline::middleware::{Middleware, View};
 use crate::pipeline::mode::{Exec, Mode};
 
 /// What a layer is, for planning.
@@ -37,6 +37,12 @@ pub(crate) struct Entry {
     pub(crate) name: String,
     pub(crate) kind: Kind,
     pub(crate) mw: Arc<dyn Middleware>,
+    /// The async view, also reachable without the `Middleware` adaptor: an
+    /// inner async segment calls it directly, without building the
+    /// `AsyncNext` a view never uses (its `Arc<Chain>` and
+    /// `Arc<RequestCtx>` clones are four locked instructions per request;
+    /// see `exec/async_segment.rs`). `None` for every other layer.
+    pub(crate) view: Option<Arc<dyn View>>,
     /// Set by [`plan`].
     pub(crate) exec: Exec,
 }
