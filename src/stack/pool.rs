@@ -124,8 +124,8 @@ static PROCESS_STACKS: std::sync::atomic::AtomicUsize = std::sync::atomic::Atomi
 /// ## Slots, waiters and the hand-off queue
 ///
 /// A *slot* is the right to hold one stack; `in_use` counts the slots
-/// taken. A request takes a slot without waiting ([`PoolCore::try_acquire`],
-/// lock-free) while `in_use < max`. When none is free it waits, in two
+/// taken. A request takes a slot without waiting ([`PoolCore::try_acquire`])
+/// while `in_use < max`. When none is free it waits, in two
 /// phases (as Go's `sync.Mutex` does between its normal and starvation
 /// modes):
 ///
@@ -142,14 +142,22 @@ static PROCESS_STACKS: std::sync::atomic::AtomicUsize = std::sync::atomic::Atomi
 ///    the same waiters starved until their deadline and a 503
 ///    (BENCHMARKS.md, "Fourth round (issue 13)").
 ///
-/// Invariant (every change of the queue and every freeing of a slot happens
-/// under the `shared` lock): the queue is non-empty only while
-/// `in_use == max`. A queued request is therefore never left beside a free
-/// slot: both sides decide under the same lock.
+/// Invariant (every change of the queue and of `in_use` happens under the
+/// `shared` lock): the queue is non-empty only while `in_use == max`. A
+/// queued request is therefore never left beside a free slot: both sides
+/// decide under the same lock.
+///
+/// `in_use` is an atomic only so that [`PoolCore::stats`] may read it; its
+/// writers, serialised by the lock, load and store it. A read-modify-write
+/// there (the lock-free compare-and-swap slot reservation this pool had
+/// before, and `fetch_sub` on release) added two locked instructions per
+/// request, about 8 ns each in time on this project's machines, beside
+/// the lock the free list needs anyway (BENCHMARKS.md, "Sixth round
+/// (issue 13)").
 pub(crate) struct PoolCore<S> {
     shared: Mutex<Shared<S>>,
     /// Slots taken: stacks handed out, or reserved for a stack being
-    /// mapped or handed to a waiter.
+    /// mapped or handed to a waiter. Written only under the `shared` lock.
     in_use: AtomicUsize,
     /// Stacks that exist (in use + free).
     allocated: AtomicUsize,
@@ -222,43 +230,43 @@ impl<S> PoolCore<S> {
         }
     }
 
-    /// Reserves a slot, then takes a free stack if there is one. Lock-free
-    /// for the slot; cannot succeed while anyone is queued (the queue is
-    /// non-empty only while all slots are taken).
+    /// Reserves a slot, then takes a free stack if there is one; cannot
+    /// succeed while anyone is queued (the queue is non-empty only while all
+    /// slots are taken).
     pub(super) fn try_acquire(&self) -> TryAcquire<S> {
-        if !self.reserve() {
+        let mut shared = lock(&self.shared);
+        if !self.reserve(&shared) {
             return TryAcquire::Full;
         }
-        match lock(&self.shared).free.pop() {
+        match shared.free.pop() {
             Some((s, _)) => TryAcquire::Reused(s),
             None => TryAcquire::Allocate,
         }
     }
 
-    /// Takes a slot if `in_use < max`.
-    fn reserve(&self) -> bool {
-        let mut cur = self.in_use.load(Ordering::SeqCst);
-        loop {
-            if cur >= self.max {
-                return false;
-            }
-            match self.in_use.compare_exchange_weak(
-                cur,
-                cur + 1,
-                Ordering::SeqCst,
-                Ordering::SeqCst,
-            ) {
-                Ok(_) => return true,
-                Err(now) => cur = now,
-            }
+    /// Takes a slot if `in_use < max`. The `shared` guard is the proof that
+    /// the caller holds the lock that serialises `in_use`'s writers.
+    fn reserve(&self, _locked: &Shared<S>) -> bool {
+        let cur = self.in_use.load(Ordering::Relaxed);
+        if cur >= self.max {
+            return false;
         }
+        self.in_use.store(cur + 1, Ordering::Relaxed);
+        true
+    }
+
+    /// Frees a slot; under the lock, like [`PoolCore::reserve`].
+    fn unreserve(&self, _locked: &Shared<S>) {
+        let cur = self.in_use.load(Ordering::Relaxed);
+        debug_assert!(cur > 0, "a slot freed that was not taken");
+        self.in_use.store(cur - 1, Ordering::Relaxed);
     }
 
     /// Takes a slot if one is free, else joins the queue (under the lock,
     /// so no slot can be freed between the check and the joining).
     pub(super) fn enqueue(&self) -> Enqueued<S> {
         let mut shared = lock(&self.shared);
-        if self.reserve() {
+        if self.reserve(&shared) {
             return Enqueued::Granted(match shared.free.pop() {
                 Some((s, _)) => Grant::Stack(s),
                 None => Grant::Slot,
@@ -321,7 +329,7 @@ impl<S> PoolCore<S> {
         }
         // Under the lock: an `enqueue` must not see the slot taken after
         // this call decided that no one was queued.
-        self.in_use.fetch_sub(1, Ordering::SeqCst);
+        self.unreserve(&shared);
         self.waiters.load(Ordering::SeqCst) > 0
     }
 
@@ -330,11 +338,13 @@ impl<S> PoolCore<S> {
     /// waiter must be woken.
     ///
     /// Ordering (competing phase): the slot is freed (`in_use` decremented)
-    /// *before* `waiters` is read, and a waiter registers in `waiters`
-    /// *before* retrying `try_acquire`; all four accesses are SeqCst. So
-    /// either this call sees the waiter (and wakes it) or the waiter's retry
-    /// sees the free slot. Reading `waiters` first would lose that wake-up
-    /// (the loom model `pool_release_wakes_waiter` catches it).
+    /// and `waiters` read under the lock, and a waiter registers in
+    /// `waiters` *before* its retry of `try_acquire` takes the lock. So
+    /// either the retry's critical section comes after this one (and sees
+    /// the free slot) or before it (and the registration, which precedes
+    /// it, is seen here, and the waiter is woken). Reading `waiters` outside
+    /// the lock, before the slot is freed, would lose that wake-up (the
+    /// loom model `pool_release_wakes_waiter` checks it).
     ///
     /// The release time is the watchdog ticker's published clock reading
     /// while that thread ticks (a memory read: the trimmer only compares it
@@ -356,7 +366,7 @@ impl<S> PoolCore<S> {
         };
         shared.free.push((stack, now));
         // Under the lock, as in `cancel_slot`.
-        self.in_use.fetch_sub(1, Ordering::SeqCst);
+        self.unreserve(&shared);
         self.waiters.load(Ordering::SeqCst) > 0
     }
 
@@ -400,9 +410,11 @@ impl<S> PoolCore<S> {
 
     /// Current counters.
     pub(super) fn stats(&self) -> PoolStats {
+        // Both under the lock: `in_use` and the free list change together.
+        let shared = lock(&self.shared);
         PoolStats {
-            in_use: self.in_use.load(Ordering::SeqCst),
-            idle: lock(&self.shared).free.len(),
+            in_use: self.in_use.load(Ordering::Relaxed),
+            idle: shared.free.len(),
             allocated: self.allocated.load(Ordering::Relaxed),
             max: self.max,
             waiting: self.waiters.load(Ordering::SeqCst) + self.queued.load(Ordering::SeqCst),
