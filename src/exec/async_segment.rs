@@ -32,8 +32,15 @@ pub(crate) struct AsyncSegmentFuture {
 }
 
 impl AsyncSegmentFuture {
-    /// Calls layer `entry` (segment `seg`) with `req`; its `next` leads to
-    /// segment `seg + 1`.
+    /// Calls layer `entry` (segment `seg`) with the request `req` returns;
+    /// its `next` leads to segment `seg + 1`.
+    ///
+    /// The request comes from a function, called as the layer is: a fiber
+    /// segment passes [`handoff::take_request`](crate::exec::fiber_locals::handoff::take_request),
+    /// so the request goes from the hand-off straight into the layer's
+    /// call. Passed by value, the 256-byte request was copied five times on
+    /// its way there (the hand-off's `Option`, `expect`, the argument, the
+    /// closure's capture; BENCHMARKS.md, "Sixth round (issue 13)").
     ///
     /// The view gets no `next` (it has no inner part): building one would
     /// clone the chain's and the request context's `Arc`s only to drop them
@@ -45,12 +52,15 @@ impl AsyncSegmentFuture {
         chain: Arc<Chain>,
         seg: usize,
         entry: usize,
-        req: Request,
+        req: impl FnOnce() -> Request + 'static,
         rctx: &Arc<RequestCtx>,
     ) -> Self {
         let fut = if chain.entries[entry].view.is_some() {
             ArcBorrowing::new(chain, move |chain: &Chain| {
-                call(chain, entry, req, |e, req| {
+                call(chain, entry, move |e| {
+                    // First: the request must leave its source even if the
+                    // rest panics.
+                    let req = req();
                     // Set when the pipeline was built; a chain never changes.
                     let view = e.view.as_deref().expect("the view's entry holds the view");
                     view.call(req)
@@ -59,7 +69,7 @@ impl AsyncSegmentFuture {
         } else {
             let next = AsyncNext::new(chain.clone(), seg + 1, rctx.clone());
             ArcBorrowing::new(chain, move |chain: &Chain| {
-                call(chain, entry, req, move |e, req| e.mw.call_async(req, next))
+                call(chain, entry, move |e| e.mw.call_async(req(), next))
             })
         };
         AsyncSegmentFuture { fut, entry }
@@ -74,11 +84,10 @@ impl AsyncSegmentFuture {
 fn call<'a>(
     chain: &'a Chain,
     entry: usize,
-    req: Request,
-    layer: impl FnOnce(&'a Entry, Request) -> LocalBoxFuture<'a, Response>,
+    layer: impl FnOnce(&'a Entry) -> LocalBoxFuture<'a, Response>,
 ) -> LocalBoxFuture<'a, Response> {
     let e = &chain.entries[entry];
-    match panic::catch_unwind(AssertUnwindSafe(|| layer(e, req))) {
+    match panic::catch_unwind(AssertUnwindSafe(|| layer(e))) {
         Ok(fut) if tracing::level_enabled!(tracing::Level::DEBUG) => instrumented(fut, &e.name),
         Ok(fut) => fut,
         Err(p) => {

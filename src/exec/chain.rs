@@ -24,6 +24,7 @@ use crate::bridge::span::LayerSpan;
 use crate::exec::active;
 use crate::exec::async_segment::AsyncSegmentFuture;
 use crate::exec::boundary::catch_sync;
+use crate::exec::fiber_locals::handoff;
 use crate::exec::fiber_segment::FiberSegmentFuture;
 use crate::exec::next::{Backend, Next};
 use crate::exec::request::RequestCtx;
@@ -85,9 +86,9 @@ impl Chain {
                 // the request (256 bytes) is boxed so that its memory goes
                 // at the first poll.
                 let req = Box::new(req);
-                Box::pin(
-                    async move { AsyncSegmentFuture::new(chain, seg, i, *{ req }, &rctx).await },
-                )
+                Box::pin(async move {
+                    AsyncSegmentFuture::new(chain, seg, i, move || *req, &rctx).await
+                })
             }
         }
     }
@@ -102,18 +103,30 @@ impl Chain {
     /// An async layer is called here, not at the first poll: only for a
     /// caller that polls the result at once, in the same poll of the same
     /// task (the fiber segment's loop), where the two are the same.
+    ///
+    /// The request is the one the fiber just left in the hand-off
+    /// ([`handoff::take_request`]); it is taken here, by the segment as it
+    /// starts (see [`AsyncSegmentFuture::new`] for why not before).
     #[inline]
     pub(crate) fn inner_segment(
         chain: &Arc<Chain>,
         seg: usize,
-        req: Request,
         rctx: &Arc<RequestCtx>,
     ) -> SegmentFuture {
         match chain.segments.get(seg) {
-            Some(&Segment::Async(i)) => {
-                SegmentFuture::Async(AsyncSegmentFuture::new(chain.clone(), seg, i, req, rctx))
-            }
-            _ => SegmentFuture::Boxed(Chain::run_segment(chain, seg, req, rctx.clone())),
+            Some(&Segment::Async(i)) => SegmentFuture::Async(AsyncSegmentFuture::new(
+                chain.clone(),
+                seg,
+                i,
+                handoff::take_request,
+                rctx,
+            )),
+            _ => SegmentFuture::Boxed(Chain::run_segment(
+                chain,
+                seg,
+                handoff::take_request(),
+                rctx.clone(),
+            )),
         }
     }
 

@@ -189,12 +189,9 @@ impl Future for FiberSegmentFuture {
                     match step {
                         Ok(Step::Suspended(Suspend::Pending)) => return Poll::Pending,
                         Ok(Step::Suspended(Suspend::Inner)) => {
-                            *inner = Some(Chain::inner_segment(
-                                &this.chain,
-                                this.seg + 1,
-                                handoff::take_request(),
-                                &this.rctx,
-                            ));
+                            // Takes the request the fiber left in `handoff`.
+                            *inner =
+                                Some(Chain::inner_segment(&this.chain, this.seg + 1, &this.rctx));
                         }
                         Ok(Step::Done(())) => {
                             let resp = handoff::take_response();
