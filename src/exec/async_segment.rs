@@ -14,7 +14,7 @@ use crate::body::{Request, Response};
 use crate::exec::boundary::to_response;
 use crate::exec::chain::Chain;
 use crate::exec::next::AsyncNext;
-use crate::exec::request::RequestCtx;
+use crate::exec::request::{self, RequestCtx};
 use crate::future::{ArcBorrowing, LocalBoxFuture};
 use crate::pipeline::plan::Entry;
 
@@ -53,7 +53,7 @@ impl AsyncSegmentFuture {
         seg: usize,
         entry: usize,
         req: impl FnOnce() -> Request + 'static,
-        rctx: &Arc<RequestCtx>,
+        rctx: Option<&Arc<RequestCtx>>,
     ) -> Self {
         let fut = if chain.entries[entry].view.is_some() {
             ArcBorrowing::new(chain, move |chain: &Chain| {
@@ -67,7 +67,7 @@ impl AsyncSegmentFuture {
                 })
             })
         } else {
-            let next = AsyncNext::new(chain.clone(), seg + 1, rctx.clone());
+            let next = AsyncNext::new(chain.clone(), seg + 1, request::shared(rctx));
             ArcBorrowing::new(chain, move |chain: &Chain| {
                 call(chain, entry, move |e| e.mw.call_async(req(), next))
             })

@@ -27,7 +27,7 @@ use crate::exec::boundary::catch_sync;
 use crate::exec::fiber_locals::handoff;
 use crate::exec::fiber_segment::FiberSegmentFuture;
 use crate::exec::next::{Backend, Next};
-use crate::exec::request::RequestCtx;
+use crate::exec::request::{self, RequestCtx};
 use crate::exec::thread_segment::{AdaptAdmission, ThreadSegmentFuture};
 use crate::exec::watchdog::Watchdog;
 use crate::future::LocalBoxFuture;
@@ -50,9 +50,47 @@ pub(crate) struct Chain {
     pub(crate) adapt: AdaptAdmission,
     /// Where `blocking` runs closures called from this pipeline's fibers.
     pub(crate) blocking: Arc<BlockingPool>,
+    /// All of a request's sync code runs on the first segment's fiber (the
+    /// plan is one fiber segment, then at most the async view): the
+    /// request's context is then made by that fiber on first use and owned
+    /// by it, instead of being allocated and shared per request (see
+    /// [`Chain::context_on_first_fiber`]).
+    pub(crate) ctx_on_first_fiber: bool,
 }
 
 impl Chain {
+    /// Whether a plan of `segments` runs all of a request's sync code on its
+    /// first segment's fiber: a fiber segment, then nothing or the async
+    /// view. `RequestLocal`s are then reached only from that fiber, and a
+    /// context shared between segments is not needed. Most pipelines have
+    /// this shape (sync middleware around an async view, Suspend mode); for
+    /// them a context made per request cost an allocation and six locked
+    /// read-modify-writes (two clones, three releases, the allocation's
+    /// weak count), used only by requests that touch a `RequestLocal`
+    /// (BENCHMARKS.md, "Sixth round (issue 13)").
+    pub(crate) fn context_on_first_fiber(entries: &[Entry], segments: &[Segment]) -> bool {
+        match segments {
+            [Segment::Fiber(_)] => true,
+            [Segment::Fiber(_), Segment::Async(i)] => entries[*i].view.is_some(),
+            _ => false,
+        }
+    }
+
+    /// Segment 0's future, boxed. `rctx` is `None` when the plan leaves the
+    /// request's context to the first fiber ([`Chain::ctx_on_first_fiber`]).
+    pub(crate) fn run_first(
+        chain: &Arc<Chain>,
+        req: Request,
+        rctx: Option<Arc<RequestCtx>>,
+    ) -> LocalBoxFuture<'static, Response> {
+        match chain.segments.first() {
+            Some(&Segment::Fiber(layers)) => {
+                Box::pin(FiberSegmentFuture::new(chain.clone(), 0, layers, req, rctx))
+            }
+            _ => Chain::run_segment(chain, 0, req, request::shared(rctx.as_ref())),
+        }
+    }
+
     /// The future that runs segment `seg` (and, through it, all inner ones).
     pub(crate) fn run_segment(
         chain: &Arc<Chain>,
@@ -69,7 +107,7 @@ impl Chain {
                 seg,
                 layers,
                 req,
-                rctx,
+                Some(rctx),
             )),
             Segment::Thread(layers) => Box::pin(ThreadSegmentFuture::new(
                 chain.clone(),
@@ -87,7 +125,7 @@ impl Chain {
                 // at the first poll.
                 let req = Box::new(req);
                 Box::pin(async move {
-                    AsyncSegmentFuture::new(chain, seg, i, move || *req, &rctx).await
+                    AsyncSegmentFuture::new(chain, seg, i, move || *req, Some(&rctx)).await
                 })
             }
         }
@@ -111,7 +149,7 @@ impl Chain {
     pub(crate) fn inner_segment(
         chain: &Arc<Chain>,
         seg: usize,
-        rctx: &Arc<RequestCtx>,
+        rctx: Option<&Arc<RequestCtx>>,
     ) -> SegmentFuture {
         match chain.segments.get(seg) {
             Some(&Segment::Async(i)) => SegmentFuture::Async(AsyncSegmentFuture::new(
@@ -125,7 +163,7 @@ impl Chain {
                 chain,
                 seg,
                 handoff::take_request(),
-                rctx.clone(),
+                request::shared(rctx),
             )),
         }
     }

@@ -115,8 +115,11 @@ thread_local! {
 pub(crate) struct FiberLocals {
     /// Tells this fiber's spans from another's (see `LayerSpan`).
     id: u64,
-    /// The request this fiber works for (its `RequestLocal` values).
-    request: Arc<RequestCtx>,
+    /// The request this fiber works for (its `RequestLocal` values): the
+    /// context shared with the request's other segments, or, when the plan
+    /// leaves it to this fiber (`Chain::ctx_on_first_fiber`), made here on
+    /// first use. Released by [`Hooks::exiting`], see [`release_request`].
+    request: RefCell<Option<Arc<RequestCtx>>>,
     /// The pipeline this fiber runs a segment of (its layers, its bounded
     /// pool for `blocking`). The fiber's body borrows it from here rather
     /// than capturing a clone of its own: one reference count fewer per
@@ -132,10 +135,10 @@ pub(crate) struct FiberLocals {
 }
 
 impl FiberLocals {
-    pub(crate) fn new(request: Arc<RequestCtx>, chain: Arc<Chain>) -> FiberLocals {
+    pub(crate) fn new(request: Option<Arc<RequestCtx>>, chain: Arc<Chain>) -> FiberLocals {
         FiberLocals {
             id: NEXT_ID.with(|c| c.replace(c.get().wrapping_add(1))),
-            request,
+            request: RefCell::new(request),
             chain,
             spans: RefCell::new(Vec::new()),
             active: Cell::new(NO_LAYER),
@@ -152,9 +155,13 @@ impl FiberLocals {
         self.id
     }
 
-    /// The request this fiber works for.
-    pub(crate) fn request(&self) -> &Arc<RequestCtx> {
-        &self.request
+    /// The request this fiber works for (its context is made on the first
+    /// call if the fiber owns it).
+    pub(crate) fn request(&self) -> Arc<RequestCtx> {
+        self.request
+            .borrow_mut()
+            .get_or_insert_with(RequestCtx::new)
+            .clone()
     }
 
     /// The pipeline this fiber runs a segment of.
@@ -213,6 +220,11 @@ impl Hooks for FiberLocals {
 
     fn exiting(&self) {
         active::stop();
+        // Taken out first: the borrow ends before any value's destructor
+        // runs (one that uses a `RequestLocal` finds no request: `CURRENT`
+        // is cleared).
+        let request = self.request.borrow_mut().take();
+        release_request(request);
         if self.spans.borrow().is_empty() {
             return;
         }
@@ -224,6 +236,24 @@ impl Hooks for FiberLocals {
             exit(s);
         }
         drop(left);
+    }
+}
+
+/// Lets go of a fiber's hold on its request's context, as the fiber exits.
+///
+/// When the fiber owned the context, the request's `RequestLocal` values
+/// drop here, on the fiber, and during a cancellation or a panic that is
+/// inside an unwind, where a panic escaping a destructor would abort the
+/// process. A panic from a value's destructor is therefore caught here and
+/// logged.
+fn release_request(ctx: Option<Arc<RequestCtx>>) {
+    let Some(ctx) = ctx else { return };
+    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(ctx))) {
+        tracing::error!(
+            panic = %crate::panic::payload_message(&*p),
+            "a RequestLocal value panicked while it was dropped at the end of its request"
+        );
+        coro::drop_payload(p);
     }
 }
 

@@ -45,7 +45,10 @@ pub(crate) struct FiberSegmentFuture {
     seg: usize,
     /// The segment's layers (for the watchdog's message).
     layers: Layers,
-    rctx: Arc<RequestCtx>,
+    /// The request's context shared with the other segments; `None` when
+    /// the plan leaves it to this fiber, which makes it on first use
+    /// ([`Chain::ctx_on_first_fiber`]).
+    rctx: Option<Arc<RequestCtx>>,
     state: State,
 }
 
@@ -69,10 +72,10 @@ impl FiberSegmentFuture {
         seg: usize,
         layers: Layers,
         req: Request,
-        rctx: Arc<RequestCtx>,
+        rctx: Option<Arc<RequestCtx>>,
     ) -> Self {
         let state = match chain.pool.try_acquire() {
-            Ok(Some(stack)) => start_fiber(&chain, &rctx, stack, layers, req),
+            Ok(Some(stack)) => start_fiber(&chain, rctx.as_ref(), stack, layers, req),
             Ok(None) => {
                 let pool = chain.pool.clone();
                 State::Acquire(Box::new(Acquire {
@@ -94,7 +97,7 @@ impl FiberSegmentFuture {
 
 fn start_fiber(
     chain: &Arc<Chain>,
-    rctx: &Arc<RequestCtx>,
+    rctx: Option<&Arc<RequestCtx>>,
     stack: DefaultStack,
     layers: Layers,
     req: Request,
@@ -111,7 +114,7 @@ fn start_fiber(
     let fiber = RequestFiber::new(
         stack,
         chain.pool.stack_size(),
-        FiberLocals::new(rctx.clone(), chain.clone()),
+        FiberLocals::new(rctx.cloned(), chain.clone()),
         move |locals: &FiberLocals| {
             // Out of its box before the chain runs: `*req` on the box
             // binding would keep the box's memory (256 bytes) allocated
@@ -145,7 +148,8 @@ impl Future for FiberSegmentFuture {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Ok(stack)) => {
                         let req = acq.req.take().expect("request taken twice");
-                        this.state = start_fiber(&this.chain, &this.rctx, stack, this.layers, req);
+                        this.state =
+                            start_fiber(&this.chain, this.rctx.as_ref(), stack, this.layers, req);
                     }
                     Poll::Ready(Err(e)) => {
                         this.state = State::Done;
@@ -190,8 +194,11 @@ impl Future for FiberSegmentFuture {
                         Ok(Step::Suspended(Suspend::Pending)) => return Poll::Pending,
                         Ok(Step::Suspended(Suspend::Inner)) => {
                             // Takes the request the fiber left in `handoff`.
-                            *inner =
-                                Some(Chain::inner_segment(&this.chain, this.seg + 1, &this.rctx));
+                            *inner = Some(Chain::inner_segment(
+                                &this.chain,
+                                this.seg + 1,
+                                this.rctx.as_ref(),
+                            ));
                         }
                         Ok(Step::Done(())) => {
                             let resp = handoff::take_response();

@@ -49,6 +49,18 @@ thread_local! {
     static THREAD_REQUEST: RefCell<Option<Arc<RequestCtx>>> = const { RefCell::new(None) };
 }
 
+/// The shared context of a segment that is not the request's first fiber.
+///
+/// A fiber segment whose plan leaves the context to it
+/// ([`Chain::ctx_on_first_fiber`](crate::exec::chain::Chain)) holds `None`;
+/// the only segment such a plan has after it is the async view, which takes
+/// no context, so this never finds `None`.
+pub(crate) fn shared(rctx: Option<&Arc<RequestCtx>>) -> Arc<RequestCtx> {
+    rctx.cloned().expect(
+        "suspendware bug: a segment needs the request context that the plan left to the first fiber",
+    )
+}
+
 /// Marks the current thread as running `ctx`'s sync code until dropped.
 pub(crate) struct ThreadScope {
     prev: Option<Arc<RequestCtx>>,
@@ -78,7 +90,7 @@ pub(crate) fn on_held_thread() -> bool {
 
 /// The request whose sync code runs here (fiber, held thread or hop).
 pub(crate) fn current() -> Option<Arc<RequestCtx>> {
-    if let Some(ctx) = FiberLocals::with(|f| f.request().clone()) {
+    if let Some(ctx) = FiberLocals::with(|f| f.request()) {
         return Some(ctx);
     }
     THREAD_REQUEST.with(|c| c.borrow().clone())

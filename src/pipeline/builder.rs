@@ -356,6 +356,7 @@ impl PipelineBuilder {
         }
         let plan = Plan::of(self.mode, &entries, &segments);
         let watchdog = self.watchdog.map(|t| Watchdog::new(t, entries.len()));
+        let ctx_on_first_fiber = Chain::context_on_first_fiber(&entries, &segments);
         let chain = Chain {
             mode: self.mode,
             entries,
@@ -366,6 +367,7 @@ impl PipelineBuilder {
             watchdog,
             adapt,
             blocking: Arc::new(BlockingPool::new(self.blocking_threads)),
+            ctx_on_first_fiber,
         };
         Ok(Pipeline::from_chain(Arc::new(chain)))
     }

@@ -58,9 +58,11 @@ impl Pipeline {
     /// unwound (its destructors run) and its stack returns to the pool.
     pub fn handle(&self, req: Request) -> ResponseFuture {
         let span = tracing::info_span!("request", method = %req.method(), uri = %req.uri());
-        let rctx = RequestCtx::new();
+        // Made now when segments share it; else the first fiber makes it
+        // if its code uses a `RequestLocal` (`Chain::ctx_on_first_fiber`).
+        let rctx = (!self.chain.ctx_on_first_fiber).then(RequestCtx::new);
         let inner = if !span.is_disabled() {
-            Inner::Traced(Chain::run_segment(&self.chain, 0, req, rctx).instrument(span))
+            Inner::Traced(Chain::run_first(&self.chain, req, rctx).instrument(span))
         } else if let Some(&Segment::Fiber(layers)) = self.chain.segments.first() {
             // Nobody listens for the request's span: the first segment is
             // held by value, with neither the span's wrapper nor a box (one
@@ -73,7 +75,7 @@ impl Pipeline {
                 rctx,
             ))
         } else {
-            Inner::Boxed(Chain::run_segment(&self.chain, 0, req, rctx))
+            Inner::Boxed(Chain::run_first(&self.chain, req, rctx))
         };
         ResponseFuture { inner }
     }
