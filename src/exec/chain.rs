@@ -269,3 +269,48 @@ impl Drop for ActiveLayer {
         active::leave(self.pos, self.outer);
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use crate::{AsyncNext, Mode, Next, Pipeline, Request, Response};
+
+    fn sync(req: Request, next: &mut Next) -> Response {
+        next.get_response(req)
+    }
+
+    async fn view(_req: Request) -> Response {
+        Response::new("v".into())
+    }
+
+    /// Which plans leave the request's context to their first fiber: only
+    /// those where no other segment runs sync code or passes a context on.
+    #[test]
+    fn the_context_is_left_to_the_first_fiber_only_when_no_other_segment_needs_it() {
+        let owned = |p: Pipeline| p.chain.ctx_on_first_fiber;
+        let b = || Pipeline::builder().sync(sync);
+        assert!(owned(b().view(view).build().unwrap()), "sync layers, async view");
+        assert!(
+            owned(b().sync_view(|_r: Request| Response::new("s".into())).build().unwrap()),
+            "sync layers and a sync view: one fiber"
+        );
+        let async_mw = |req: Request, next: AsyncNext| async move { next.run(req).await };
+        assert!(
+            !owned(b().layer_async(async_mw).sync(sync).view(view).build().unwrap()),
+            "two fibers share the context"
+        );
+        assert!(
+            !owned(b().layer_async(async_mw).view(view).build().unwrap()),
+            "an async layer after the fiber carries the context on"
+        );
+        assert!(
+            !owned(Pipeline::builder().view(view).build().unwrap()),
+            "no fiber"
+        );
+        for mode in [Mode::Adapt, Mode::ThreadHop] {
+            assert!(
+                !owned(b().mode(mode).view(view).build().unwrap()),
+                "{mode:?}: held threads and hops get the shared context"
+            );
+        }
+    }
+}

@@ -38,7 +38,7 @@ use crate::stack::{PoolStats, StackPool};
 /// `spawn_local`.
 #[derive(Clone)]
 pub struct Pipeline {
-    chain: Arc<Chain>,
+    pub(crate) chain: Arc<Chain>,
 }
 
 impl Pipeline {
