@@ -288,14 +288,27 @@ mod tests {
     fn the_context_is_left_to_the_first_fiber_only_when_no_other_segment_needs_it() {
         let owned = |p: Pipeline| p.chain.ctx_on_first_fiber;
         let b = || Pipeline::builder().sync(sync);
-        assert!(owned(b().view(view).build().unwrap()), "sync layers, async view");
         assert!(
-            owned(b().sync_view(|_r: Request| Response::new("s".into())).build().unwrap()),
+            owned(b().view(view).build().unwrap()),
+            "sync layers, async view"
+        );
+        assert!(
+            owned(
+                b().sync_view(|_r: Request| Response::new("s".into()))
+                    .build()
+                    .unwrap()
+            ),
             "sync layers and a sync view: one fiber"
         );
         let async_mw = |req: Request, next: AsyncNext| async move { next.run(req).await };
         assert!(
-            !owned(b().layer_async(async_mw).sync(sync).view(view).build().unwrap()),
+            !owned(
+                b().layer_async(async_mw)
+                    .sync(sync)
+                    .view(view)
+                    .build()
+                    .unwrap()
+            ),
             "two fibers share the context"
         );
         assert!(
