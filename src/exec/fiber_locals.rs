@@ -242,10 +242,10 @@ impl Hooks for FiberLocals {
 /// Lets go of a fiber's hold on its request's context, as the fiber exits.
 ///
 /// When the fiber owned the context, the request's `RequestLocal` values
-/// drop here, on the fiber, and during a cancellation or a panic that is
-/// inside an unwind, where a panic escaping a destructor would abort the
-/// process. A panic from a value's destructor is therefore caught here and
-/// logged.
+/// drop here, on the fiber. On a cancellation (or a panic that reached the
+/// fiber's root) this runs inside the unwind, where a panic escaping a
+/// destructor would abort the process, so a panic from a value's
+/// destructor is caught here and logged.
 fn release_request(ctx: Option<Arc<RequestCtx>>) {
     let Some(ctx) = ctx else { return };
     if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(ctx))) {
