@@ -91,18 +91,28 @@ fn cancel_in_view(p: &Pipeline) {
     });
 }
 
+/// The request's values have dropped `n` times in all, and every stack
+/// is back in the pool.
+fn assert_ended(p: &Pipeline, drops: &DropCounter, n: usize, shape: Shape) {
+    assert_eq!(
+        drops.count(),
+        n,
+        "{shape:?}: each request's value dropped once"
+    );
+    assert!(
+        p.stack_stats().is_whole(),
+        "{shape:?}: {:?}",
+        p.stack_stats()
+    );
+}
+
 #[test]
 fn values_drop_when_the_response_is_ready() {
     for shape in [Shape::OneFiber, Shape::Shared] {
         let drops = DropCounter::new();
         let p = pipeline(shape, &drops, false, false);
         assert_eq!(common::text(&complete(&p)), "done", "{shape:?}");
-        assert_eq!(drops.count(), 1, "{shape:?}: the value dropped once");
-        assert!(
-            p.stack_stats().is_whole(),
-            "{shape:?}: {:?}",
-            p.stack_stats()
-        );
+        assert_ended(&p, &drops, 1, shape);
     }
 }
 
@@ -112,12 +122,7 @@ fn values_drop_when_a_suspended_request_is_cancelled() {
         let drops = DropCounter::new();
         let p = pipeline(shape, &drops, false, true);
         cancel_in_view(&p);
-        assert_eq!(drops.count(), 1, "{shape:?}: the value dropped once");
-        assert!(
-            p.stack_stats().is_whole(),
-            "{shape:?}: {:?}",
-            p.stack_stats()
-        );
+        assert_ended(&p, &drops, 1, shape);
     }
 }
 
@@ -129,8 +134,7 @@ fn a_panicking_value_destructor_is_logged_and_the_process_keeps_serving() {
     let drops = DropCounter::new();
     let p = pipeline(Shape::OneFiber, &drops, true, true);
     let (logs, ()) = capture::capture(|| cancel_in_view(&p));
-    assert_eq!(drops.count(), 1, "the other value still dropped");
-    assert!(p.stack_stats().is_whole(), "{:?}", p.stack_stats());
+    assert_ended(&p, &drops, 1, Shape::OneFiber);
     assert!(
         logs.contains("a RequestLocal value panicked while it was dropped")
             && logs.contains("request-local destructor failed"),
@@ -141,12 +145,11 @@ fn a_panicking_value_destructor_is_logged_and_the_process_keeps_serving() {
     let p = pipeline(Shape::OneFiber, &drops, true, false);
     let (logs, resp) = capture::capture(|| complete(&p));
     assert_eq!(common::text(&resp), "done");
-    assert_eq!(drops.count(), 2);
     assert!(
         logs.contains("a RequestLocal value panicked while it was dropped"),
         "{logs}"
     );
-    assert!(p.stack_stats().is_whole(), "{:?}", p.stack_stats());
+    assert_ended(&p, &drops, 2, Shape::OneFiber);
 
     // The pipeline still serves.
     assert_eq!(common::text(&complete(&p)), "done");
