@@ -10,6 +10,27 @@ use std::task::{Context, Poll};
 /// return when written as trait impls).
 pub type LocalBoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
+/// Boxes the future `$make` evaluates to, building it in its heap
+/// allocation: `box_in_place!(Fut, f(req))` is `Box::pin(f(req))` without
+/// the copy (`Fut` is the future's type).
+///
+/// `Box::pin(f(req))` builds the future on the stack and then copies it,
+/// whole, into the allocation: for a view's future, which holds the
+/// 256-byte request and room for everything it awaits, several hundred
+/// bytes per request (648 in the comparison harness). With the allocation
+/// made first, the compiler writes the future straight into it
+/// (BENCHMARKS.md, "Seventh round (issue 13)"); if `$make` panics, the
+/// empty allocation is freed. A macro, not a function taking a closure:
+/// the closure's capture of the request cost the copy back.
+macro_rules! box_in_place {
+    ($ty:ty, $make:expr) => {{
+        let slot: ::std::boxed::Box<::std::mem::MaybeUninit<$ty>> = ::std::boxed::Box::new_uninit();
+        let fut: ::std::boxed::Box<$ty> = ::std::boxed::Box::write(slot, $make);
+        ::std::boxed::Box::into_pin(fut)
+    }};
+}
+pub(crate) use box_in_place;
+
 /// A boxed future that borrows from `T`, held together with the `Arc<T>`
 /// it borrows from: an async layer's future borrows its middleware (the
 /// traits take `&self`), which lives in the pipeline's shared chain.

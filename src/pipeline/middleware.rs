@@ -67,7 +67,7 @@ where
     Fut: Future<Output = Response> + 'static,
 {
     fn call<'a>(&'a self, req: Request, next: AsyncNext) -> LocalBoxFuture<'a, Response> {
-        Box::pin(self(req, next))
+        crate::future::box_in_place!(Fut, self(req, next))
     }
 }
 
@@ -90,7 +90,7 @@ where
     Fut: Future<Output = Response> + 'static,
 {
     fn call(&self, req: Request) -> LocalBoxFuture<'_, Response> {
-        Box::pin(self(req))
+        crate::future::box_in_place!(Fut, self(req))
     }
 }
 
