@@ -252,6 +252,8 @@ pub(crate) fn suspend<Y: 'static, R: 'static>(what: Y) -> Result<R, Place> {
     }
     h.scoped.set(job);
     let reclaim = Reclaim(h);
+    // For the driver's prefetch of this frame before the resume.
+    super::warm::note_suspension(std::ptr::addr_of!(reclaim) as usize);
     let input = yielder.suspend(what);
     h.driver_waker.set(input.waker);
     h.waker.refresh(h.driver());

@@ -32,6 +32,7 @@ use super::current::{take_pending, Header, Hooks};
 use super::overflow;
 use super::scoped::Completion;
 use super::unwind::Cancelled;
+use super::warm::Warmth;
 use crate::loom::sync::Arc;
 
 /// How many times a cancelled fiber may catch its [`Cancelled`] unwind and
@@ -94,6 +95,9 @@ pub(crate) struct Fiber<Y: 'static, R: 'static, T: 'static> {
     /// `None` once the stack has been taken back with [`Fiber::into_stack`].
     co: Option<Co<Y, R, T>>,
     guard: overflow::GuardRange,
+    /// Where its stack is, and where it suspended: what to warm before a
+    /// resume when the thread's stacks are cold (`super::warm`).
+    warmth: Warmth,
     /// The scoped job the fiber is suspended on, if any: until it is done,
     /// the fiber's frames are borrowed by another thread, so nothing may
     /// resume, unwind or free the fiber (see `scoped.rs`).
@@ -112,6 +116,7 @@ impl<Y: 'static, R: 'static, T: 'static> Fiber<Y, R, T> {
     {
         overflow::install();
         let guard = overflow::GuardRange::at_limit(stack.limit().get(), stack_size);
+        let warmth = Warmth::new(stack.limit().get(), stack.base().get());
         let co = Coroutine::with_stack(stack, move |y: &Yielder<Input<R>, Y>, first: Input<R>| {
             let ctx = FiberCtx {
                 header: Header::new(y, first.waker),
@@ -132,9 +137,16 @@ impl<Y: 'static, R: 'static, T: 'static> Fiber<Y, R, T> {
         Fiber {
             co: Some(co),
             guard,
+            warmth,
             pending: None,
             _types: PhantomData,
         }
+    }
+
+    /// Its stack's bounds and where it last suspended (`limit`, `at`, `base`).
+    #[cfg(test)]
+    pub(crate) fn suspension_bounds(&self) -> (usize, usize, usize) {
+        self.warmth.bounds()
     }
 
     /// Whether the fiber's function has returned (or unwound out).
@@ -159,13 +171,17 @@ impl<Y: 'static, R: 'static, T: 'static> Fiber<Y, R, T> {
             .co
             .as_mut()
             .expect("suspendware: fiber resumed after its stack was taken");
+        self.warmth.before_resume();
         let step = {
             let _guard = ResumeGuard::enter(self.guard);
             co.resume(input)
         };
         self.pending = take_pending();
         match step {
-            CoroutineResult::Yield(y) => Step::Suspended(y),
+            CoroutineResult::Yield(y) => {
+                self.warmth.after_suspension();
+                Step::Suspended(y)
+            }
             CoroutineResult::Return(t) => Step::Done(t),
         }
     }

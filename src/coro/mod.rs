@@ -15,6 +15,8 @@
 //! * [`overflow`] installs a `SIGSEGV`/`SIGBUS` handler that recognises a
 //!   fault in the guard page of the fiber running on the faulting thread and
 //!   reports it before aborting.
+//! * [`warm`] prefetches a suspended fiber's stack before its driver resumes
+//!   it, when the thread holds so many fibers that their stacks are cold.
 //! * [`clock`] is the coarse clock the watchdog reads (and lets the
 //!   watchdog's ticker thread leave a pinned creator's CPU).
 #![allow(unsafe_code)]
@@ -28,6 +30,7 @@ pub(crate) mod overflow;
 pub(crate) mod scoped;
 pub(crate) mod unwind;
 pub(crate) mod waker;
+mod warm;
 
 #[cfg(all(test, not(loom)))]
 mod tests;

@@ -16,6 +16,7 @@ use super::current::{place, suspend, with_hooks, with_waker, Hooks, Place};
 use super::fiber::{Cancel, Fiber, Step};
 use super::overflow;
 use super::unwind::{is_forced_unwind, Cancelled};
+use super::warm;
 
 const SIZE: usize = 64 * 1024;
 
@@ -355,4 +356,76 @@ fn a_re_point_from_inside_the_in_place_wake_is_refused() {
 fn cancelled_is_not_a_forced_unwind() {
     assert!(!is_forced_unwind(&Cancelled));
     assert!(!is_forced_unwind(&"a panic"));
+}
+
+/// Whether a fiber's recorded suspension point lies inside its own stack.
+fn suspended_inside(f: &F) -> bool {
+    let (limit, at, base) = f.suspension_bounds();
+    limit < at && at < base
+}
+
+#[test]
+fn each_fiber_records_a_suspension_point_in_its_own_stack_also_when_nested() {
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let l2 = log.clone();
+    let inner_ok = Rc::new(Cell::new(None));
+    let i2 = inner_ok.clone();
+    let mut outer = F::new(stack(), SIZE, tag(1, &log), move |_| {
+        let mut inner = F::new(stack(), SIZE, tag(2, &l2), |_| {
+            let _ = suspend::<u32, u32>(0);
+            2
+        });
+        let (_, before, _) = inner.suspension_bounds();
+        inner.resume(Waker::noop(), 0);
+        i2.set(Some((before, suspended_inside(&inner))));
+        // The outer fiber suspends while the inner one is suspended: the
+        // driver must record the outer's point, not the inner's.
+        let _ = suspend::<u32, u32>(1);
+        inner.resume(Waker::noop(), 0);
+        1
+    });
+    assert!(matches!(outer.resume(Waker::noop(), 0), Step::Suspended(1)));
+    assert_eq!(
+        inner_ok.get(),
+        Some((0, true)),
+        "nothing recorded before the first run; then a point in the inner stack"
+    );
+    assert!(suspended_inside(&outer), "the outer fiber's own point");
+    assert!(matches!(outer.resume(Waker::noop(), 0), Step::Done(1)));
+}
+
+#[test]
+fn live_fibers_are_counted_on_their_thread_until_each_goes() {
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let before = warm::live();
+    let suspending = |n| {
+        F::new(stack(), SIZE, tag(n, &log), |_| {
+            let _ = suspend::<u32, u32>(0);
+            0
+        })
+    };
+    let (mut finished, mut cancelled, unstarted) = (suspending(1), suspending(2), suspending(3));
+    assert_eq!(warm::live(), before + 3);
+    let other_thread = std::thread::spawn(warm::live).join().expect("thread");
+    assert_eq!(other_thread, 0, "counted on their own thread only");
+
+    finished.resume(Waker::noop(), 0);
+    finished.resume(Waker::noop(), 0);
+    assert!(finished.into_stack().is_some());
+    assert_eq!(
+        warm::live(),
+        before + 2,
+        "a finished fiber whose stack was taken back"
+    );
+
+    cancelled.resume(Waker::noop(), 0);
+    drop(cancelled);
+    assert_eq!(
+        warm::live(),
+        before + 1,
+        "a suspended fiber dropped (cancelled)"
+    );
+
+    drop(unstarted);
+    assert_eq!(warm::live(), before, "a fiber that never ran");
 }

@@ -82,17 +82,10 @@ pub(crate) mod handoff {
     ///
     /// # Panics
     /// If none was left (a bug in the fiber protocol).
-    ///
-    /// Inlined, and without `Option::expect`: the request then goes from
-    /// the hand-off to its consumer's argument in two copies instead of
-    /// four (the view's call: 2 × 248 bytes fewer per request;
-    /// BENCHMARKS.md, "Seventh round (issue 13)").
-    #[inline]
     pub(crate) fn take_request() -> Request {
-        match REQUESTS.with(|r| r.borrow_mut().pop()) {
-            Some(req) => req,
-            None => missing("request"),
-        }
+        REQUESTS
+            .with(|r| r.borrow_mut().pop())
+            .expect("suspendware: no request was handed over across the fiber switch")
     }
 
     /// Leaves `resp` for the other side of the switch about to happen.
@@ -107,17 +100,9 @@ pub(crate) mod handoff {
     /// If none was left (a bug in the fiber protocol).
     #[inline(never)]
     pub(crate) fn take_response() -> Response {
-        match RESPONSES.with(|r| r.borrow_mut().pop()) {
-            Some(resp) => resp,
-            None => missing("response"),
-        }
-    }
-
-    /// A bug in the fiber protocol: nothing was left for this side.
-    #[cold]
-    #[inline(never)]
-    fn missing(what: &str) -> ! {
-        panic!("suspendware: no {what} was handed over across the fiber switch")
+        RESPONSES
+            .with(|r| r.borrow_mut().pop())
+            .expect("suspendware: no response was handed over across the fiber switch")
     }
 }
 
