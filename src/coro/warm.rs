@@ -100,11 +100,13 @@ impl Warmth {
     /// thread holds enough fibers for them to be cold.
     #[inline]
     pub(super) fn before_resume(&self) {
-        if LIVE.with(Cell::get) <= COLD_ABOVE {
+        // Not before the first run: the pool hands out the stack released
+        // most recently (LIFO), still warm; prefetching it cost 1-9 % at
+        // N = 1,000 and gained nothing at 10,000.
+        if self.suspended_at == 0 || LIVE.with(Cell::get) <= COLD_ABOVE {
             return;
         }
         let top = self.base.saturating_sub(TOP_BYTES).max(self.limit);
-        // Before its first suspension the fiber has not run: only the top.
         if self.suspended_at > self.limit && self.suspended_at < top {
             prefetch(
                 self.suspended_at,
