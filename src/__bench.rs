@@ -24,7 +24,7 @@ pub fn fiber_lifecycle_pooled(pool: &StackPool) {
         .try_acquire()
         .expect("bench pool could not map a stack")
         .expect("bench pool is full: release stacks between runs");
-    let stack = run_once(stack, pool.stack_size());
+    let stack = run_once(stack);
     pool.release(stack);
 }
 
@@ -35,13 +35,11 @@ pub fn fiber_lifecycle_pooled(pool: &StackPool) {
 /// If the stack cannot be mapped.
 pub fn fiber_lifecycle_fresh(stack_size: usize) {
     let stack = DefaultStack::new(stack_size).expect("could not map a stack");
-    drop(run_once(stack, stack_size));
+    drop(run_once(stack));
 }
 
-fn run_once(stack: DefaultStack, stack_size: usize) -> DefaultStack {
-    let mut fiber = RequestFiber::new(stack, stack_size, (), |_| {
-        drop(Response::new(crate::Body::empty()))
-    });
+fn run_once(stack: DefaultStack) -> DefaultStack {
+    let mut fiber = RequestFiber::new(stack, (), |_| drop(Response::new(crate::Body::empty())));
     match fiber.resume(Waker::noop(), Resumed::Poll) {
         Step::Done(()) => {}
         Step::Suspended(_) => unreachable!("the bench fiber never suspends"),

@@ -109,14 +109,14 @@ impl<Y: 'static, R: 'static, T: 'static> Fiber<Y, R, T> {
     /// Creates a fiber that will run `f` on `stack` when first resumed, with
     /// `hooks` reachable by its code (`super::with_hooks`) and passed to `f`
     /// (so what `f` needs and the hooks hold is captured once).
-    pub(crate) fn new<H, F>(stack: DefaultStack, stack_size: usize, hooks: H, f: F) -> Self
+    pub(crate) fn new<H, F>(stack: DefaultStack, hooks: H, f: F) -> Self
     where
         H: Hooks,
         F: FnOnce(&H) -> T + 'static,
     {
         overflow::install();
-        let guard = overflow::GuardRange::at_limit(stack.limit().get(), stack_size);
-        let warmth = Warmth::new(stack.limit().get(), stack.base().get());
+        let guard = overflow::GuardRange::of_stack(stack.limit().get(), stack.base().get());
+        let warmth = Warmth::new();
         let co = Coroutine::with_stack(stack, move |y: &Yielder<Input<R>, Y>, first: Input<R>| {
             let ctx = FiberCtx {
                 header: Header::new(y, first.waker),
@@ -146,7 +146,11 @@ impl<Y: 'static, R: 'static, T: 'static> Fiber<Y, R, T> {
     /// Its stack's bounds and where it last suspended (`limit`, `at`, `base`).
     #[cfg(test)]
     pub(crate) fn suspension_bounds(&self) -> (usize, usize, usize) {
-        self.warmth.bounds()
+        (
+            self.guard.usable_from(),
+            self.warmth.suspended_at(),
+            self.guard.base(),
+        )
     }
 
     /// Whether the fiber's function has returned (or unwound out).
@@ -171,7 +175,8 @@ impl<Y: 'static, R: 'static, T: 'static> Fiber<Y, R, T> {
             .co
             .as_mut()
             .expect("suspendware: fiber resumed after its stack was taken");
-        self.warmth.before_resume();
+        self.warmth
+            .before_resume(self.guard.usable_from(), self.guard.base());
         let step = {
             let _guard = ResumeGuard::enter(self.guard);
             co.resume(input)

@@ -19,33 +19,46 @@ use std::mem::MaybeUninit;
 use std::ptr;
 use std::sync::OnceLock;
 
-/// The guard page below a fiber stack, and that stack's usable size.
+/// The guard page below a fiber stack, and the top of that stack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct GuardRange {
     lo: usize,
     hi: usize,
-    stack_size: usize,
+    /// The stack's top (`Stack::base()`); `0` for no fiber. The usable size
+    /// is `base - hi`.
+    base: usize,
 }
 
 impl GuardRange {
     const NONE: GuardRange = GuardRange {
         lo: 0,
         hi: 0,
-        stack_size: 0,
+        base: 0,
     };
 
-    /// The guard page of a stack whose `Stack::limit()` is `limit`.
+    /// The guard page of a stack whose `Stack::limit()` is `limit` and
+    /// whose `Stack::base()` is `base`.
     ///
     /// corosensei's `limit()` is the lowest address of the stack *including*
     /// its guard page (`DefaultStack`: the start of the mapping, whose first
     /// page is `PROT_NONE`), so the guard page is `[limit, limit + page)`.
-    pub(crate) fn at_limit(limit: usize, stack_size: usize) -> GuardRange {
+    pub(crate) fn of_stack(limit: usize, base: usize) -> GuardRange {
         let page = page_size();
         GuardRange {
             lo: limit,
             hi: limit.saturating_add(page),
-            stack_size,
+            base,
         }
+    }
+
+    /// The top of the stack.
+    pub(crate) fn base(&self) -> usize {
+        self.base
+    }
+
+    /// The lowest usable address of the stack: the end of its guard page.
+    pub(crate) fn usable_from(&self) -> usize {
+        self.hi
     }
 
     fn contains(&self, addr: usize) -> bool {
@@ -66,7 +79,7 @@ thread_local! {
 pub(crate) fn set_running(g: GuardRange) -> GuardRange {
     // Fast path: one destructor-less thread-local read. `ALT_STACK` has a
     // destructor, so touching it costs a registration check every time.
-    if g.stack_size != 0 && !ALT_CHECKED.with(|c| c.get()) {
+    if g.base != 0 && !ALT_CHECKED.with(|c| c.get()) {
         ALT_CHECKED.with(|c| c.set(true));
         ALT_STACK.with(AltStack::ensure);
     }
@@ -134,8 +147,8 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut l
     // `RUNNING` has a const initialiser and no destructor: reading it
     // allocates nothing and cannot fail, so it is async-signal-safe.
     let g = RUNNING.with(|r| r.get());
-    if g.stack_size != 0 && g.contains(addr) {
-        report_and_abort(g.stack_size);
+    if g.base != 0 && g.contains(addr) {
+        report_and_abort(g.base - g.hi);
     }
     let Some(saved) = PREVIOUS.get() else { return };
     let prev = if sig == libc::SIGBUS {

@@ -61,7 +61,7 @@ type F = Fiber<u32, u32, u32>;
 #[test]
 fn values_cross_each_switch_and_hooks_see_each() {
     let log = Rc::new(RefCell::new(Vec::new()));
-    let mut f = F::new(stack(), SIZE, tag(1, &log), |_| {
+    let mut f = F::new(stack(), tag(1, &log), |_| {
         let r = suspend::<u32, u32>(5).expect("on a fiber");
         r + 1
     });
@@ -81,7 +81,7 @@ fn the_pointer_is_set_only_while_fiber_code_runs() {
     let seen = Rc::new(Cell::new(None));
     let s2 = seen.clone();
     let log = Rc::new(RefCell::new(Vec::new()));
-    let mut f = F::new(stack(), SIZE, tag(3, &log), move |_| {
+    let mut f = F::new(stack(), tag(3, &log), move |_| {
         s2.set(Some((place(), tag_here())));
         let _ = suspend::<u32, u32>(0);
         s2.set(Some((place(), tag_here())));
@@ -101,9 +101,9 @@ fn nested_fibers_restore_the_outer_pointer_and_guard_range() {
     let log = Rc::new(RefCell::new(Vec::new()));
     let l2 = log.clone();
     let outside_guard = overflow::current_running();
-    let mut outer = F::new(stack(), SIZE, tag(1, &log), move |_| {
+    let mut outer = F::new(stack(), tag(1, &log), move |_| {
         let my_guard = overflow::current_running();
-        let mut inner = F::new(stack(), SIZE, tag(2, &l2), |_| {
+        let mut inner = F::new(stack(), tag(2, &l2), |_| {
             assert_eq!(tag_here(), Some(2));
             let _ = suspend::<u32, u32>(0);
             assert_eq!(tag_here(), Some(2));
@@ -138,7 +138,7 @@ fn cancel_unwinds_every_destructor_inside_the_fiber() {
     let log = Rc::new(RefCell::new(Vec::new()));
     let dropped = Rc::new(Cell::new(None));
     let d2 = dropped.clone();
-    let mut f = F::new(stack(), SIZE, tag(4, &log), move |_| {
+    let mut f = F::new(stack(), tag(4, &log), move |_| {
         let _guard = OnDrop(move || d2.set(Some((tag_here(), std::thread::panicking()))));
         let _ = suspend::<u32, u32>(0);
         unreachable!("cancelled")
@@ -159,7 +159,7 @@ fn a_fiber_that_keeps_catching_is_forced_under_its_own_pointer() {
     let log = Rc::new(RefCell::new(Vec::new()));
     let seen = Rc::new(RefCell::new(Vec::new()));
     let s2 = seen.clone();
-    let mut f = F::new(stack(), SIZE, tag(5, &log), move |_| {
+    let mut f = F::new(stack(), tag(5, &log), move |_| {
         let s3 = s2.clone();
         let _guard = OnDrop(move || s3.borrow_mut().push(format!("drop in {:?}", tag_here())));
         loop {
@@ -188,7 +188,7 @@ fn suspend_refuses_off_fiber_and_while_unwinding() {
     assert!(matches!(suspend::<u32, u32>(1), Err(Place::Off)));
     let refused = Rc::new(Cell::new(None));
     let r2 = refused.clone();
-    let mut f = F::new(stack(), SIZE, (), move |_| {
+    let mut f = F::new(stack(), (), move |_| {
         let r3 = r2.clone();
         let out = panic::catch_unwind(AssertUnwindSafe(move || {
             let _guard = OnDrop(move || r3.set(Some(suspend::<u32, u32>(2).err())));
@@ -215,7 +215,7 @@ fn the_fiber_waker_is_stable_and_wakes_the_latest_driver_waker() {
     let second = Arc::new(Count(AtomicUsize::new(0)));
     let kept: Rc<RefCell<Option<Waker>>> = Rc::new(RefCell::new(None));
     let k2 = kept.clone();
-    let mut f = F::new(stack(), SIZE, (), move |_| {
+    let mut f = F::new(stack(), (), move |_| {
         let a = with_waker(|w| w.clone()).expect("on a fiber");
         *k2.borrow_mut() = Some(a.clone());
         let _ = suspend::<u32, u32>(0);
@@ -261,7 +261,7 @@ fn a_wake_on_the_fibers_thread_is_in_place_and_from_another_thread_forwarded() {
     let second = Arc::new(Ways::default());
     let kept: Rc<RefCell<Option<Waker>>> = Rc::new(RefCell::new(None));
     let k2 = kept.clone();
-    let mut f = F::new(stack(), SIZE, (), move |_| {
+    let mut f = F::new(stack(), (), move |_| {
         let own = with_waker(|w| w.clone()).expect("on a fiber");
         *k2.borrow_mut() = Some(own.clone());
         let _ = suspend::<u32, u32>(0);
@@ -270,7 +270,7 @@ fn a_wake_on_the_fibers_thread_is_in_place_and_from_another_thread_forwarded() {
         own.wake_by_ref();
         let by_value = own.clone();
         by_value.wake();
-        let mut inner = F::new(stack(), SIZE, (), move |_| {
+        let mut inner = F::new(stack(), (), move |_| {
             own.wake_by_ref();
             0
         });
@@ -322,7 +322,7 @@ fn a_re_point_from_inside_the_in_place_wake_is_refused() {
     let said = Rc::new(RefCell::new(String::new()));
     let kept: Rc<RefCell<Option<Waker>>> = Rc::new(RefCell::new(None));
     let (s2, k2) = (said.clone(), kept.clone());
-    let mut f = F::new(stack(), SIZE, (), move |_| {
+    let mut f = F::new(stack(), (), move |_| {
         *k2.borrow_mut() = Some(with_waker(|w| w.clone()).expect("on a fiber"));
         let out = panic::catch_unwind(AssertUnwindSafe(|| suspend::<u32, u32>(0)));
         *s2.borrow_mut() = match out {
@@ -370,8 +370,8 @@ fn each_fiber_records_a_suspension_point_in_its_own_stack_also_when_nested() {
     let l2 = log.clone();
     let inner_ok = Rc::new(Cell::new(None));
     let i2 = inner_ok.clone();
-    let mut outer = F::new(stack(), SIZE, tag(1, &log), move |_| {
-        let mut inner = F::new(stack(), SIZE, tag(2, &l2), |_| {
+    let mut outer = F::new(stack(), tag(1, &log), move |_| {
+        let mut inner = F::new(stack(), tag(2, &l2), |_| {
             let _ = suspend::<u32, u32>(0);
             2
         });
@@ -399,7 +399,7 @@ fn live_fibers_are_counted_on_their_thread_until_each_goes() {
     let log = Rc::new(RefCell::new(Vec::new()));
     let before = warm::live();
     let suspending = |n| {
-        F::new(stack(), SIZE, tag(n, &log), |_| {
+        F::new(stack(), tag(n, &log), |_| {
             let _ = suspend::<u32, u32>(0);
             0
         })

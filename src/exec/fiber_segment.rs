@@ -113,7 +113,6 @@ fn start_fiber(
     let req = Box::new(req);
     let fiber = RequestFiber::new(
         stack,
-        chain.pool.stack_size(),
         FiberLocals::new(rctx.cloned(), chain.clone()),
         move |locals: &FiberLocals| {
             // Out of its box before the chain runs: `*req` on the box
@@ -325,4 +324,15 @@ fn report_cancel(outcome: Cancel) {
             crate::coro::drop_payload(p);
         }
     }
+}
+#[cfg(test)]
+#[test]
+fn tmp_sizes() {
+    eprintln!(
+        "State {} RequestFiber {} SegmentFuture {} FSF {}",
+        std::mem::size_of::<State>(),
+        std::mem::size_of::<RequestFiber>(),
+        std::mem::size_of::<Option<SegmentFuture>>(),
+        std::mem::size_of::<FiberSegmentFuture>()
+    );
 }
