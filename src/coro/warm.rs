@@ -11,10 +11,10 @@
 //! misses overlap instead.
 //!
 //! Measured in the comparison harness (K = 5 sync layers, D = 0; the
-//! prefetch always on against off, same binary, BENCHMARKS.md "Seventh
-//! round (issue 13)"): +15–25 % requests per second at N = 10,000, about
-//! level at 1,000, and 2–8 % *fewer* at 10–300, where the stacks are still
-//! cached and the ~80 prefetches per resume are pure cost. Hence the
+//! prefetch on against off, same binary, BENCHMARKS.md "Seventh round
+//! (issue 13)"): +15–23 % requests per second at N = 10,000, about level at
+//! 1,000, and, always on, 2–8 % *fewer* at 10–300, where the stacks are still
+//! cached and the ~70 prefetches per resume are pure cost. Hence the
 //! prefetch runs only while the thread holds more than [`COLD_ABOVE`]
 //! fibers, counted by [`Live`].
 //!
