@@ -95,8 +95,9 @@ pub(crate) struct Fiber<Y: 'static, R: 'static, T: 'static> {
     /// `None` once the stack has been taken back with [`Fiber::into_stack`].
     co: Option<Co<Y, R, T>>,
     guard: overflow::GuardRange,
-    /// Where its stack is, and where it suspended: what to warm before a
-    /// resume when the thread's stacks are cold (`super::warm`).
+    /// Where it last suspended: with the stack's bounds in `guard`, what to
+    /// warm before a resume when the thread's stacks are cold
+    /// (`super::warm`).
     warmth: Warmth,
     /// The scoped job the fiber is suspended on, if any: until it is done,
     /// the fiber's frames are borrowed by another thread, so nothing may
