@@ -429,3 +429,28 @@ fn live_fibers_are_counted_on_their_thread_until_each_goes() {
     drop(unstarted);
     assert_eq!(warm::live(), before, "a fiber that never ran");
 }
+
+#[test]
+fn a_resume_is_warmed_only_after_a_suspension_and_above_the_threshold() {
+    let mut f = F::new(stack(), (), |_| {
+        let _ = suspend::<u32, u32>(0);
+        let _ = suspend::<u32, u32>(0);
+        0
+    });
+    // Enough other fibers alive on this thread for stacks to be cold.
+    let crowd: Vec<F> = (0..warm::COLD_ABOVE)
+        .map(|_| F::new(stack(), (), |_| 0))
+        .collect();
+    let before = warm::warmed();
+    f.resume(Waker::noop(), 0);
+    assert_eq!(warm::warmed(), before, "not before the first run");
+    f.resume(Waker::noop(), 0);
+    assert_eq!(warm::warmed(), before + 1, "after a suspension, in a crowd");
+    drop(crowd);
+    assert!(matches!(f.resume(Waker::noop(), 0), Step::Done(0)));
+    assert_eq!(
+        warm::warmed(),
+        before + 1,
+        "not with one fiber on the thread"
+    );
+}

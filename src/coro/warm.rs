@@ -37,7 +37,7 @@ const AT_SUSPENSION_BYTES: usize = 512;
 
 /// Fibers alive on this thread above which their stacks are taken to be
 /// cold on resume: 512 × ~8 KiB is past a core's L2 cache.
-const COLD_ABOVE: usize = 512;
+pub(super) const COLD_ABOVE: usize = 512;
 
 /// A cache line.
 const LINE: usize = 64;
@@ -104,6 +104,8 @@ impl Warmth {
         if self.suspended_at == 0 || LIVE.with(Cell::get) <= COLD_ABOVE {
             return;
         }
+        #[cfg(test)]
+        WARMED.with(|w| w.set(w.get() + 1));
         let top = base.saturating_sub(TOP_BYTES).max(limit);
         if self.suspended_at > limit && self.suspended_at < top {
             prefetch(
@@ -146,6 +148,17 @@ fn prefetch(lo: usize, hi: usize) {
 #[cfg(test)]
 pub(super) fn live() -> usize {
     LIVE.with(Cell::get)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Resumes this thread warmed (the tests' view of the threshold).
+    static WARMED: Cell<usize> = const { Cell::new(0) };
+}
+
+#[cfg(test)]
+pub(super) fn warmed() -> usize {
+    WARMED.with(Cell::get)
 }
 
 #[cfg(test)]
