@@ -325,14 +325,3 @@ fn report_cancel(outcome: Cancel) {
         }
     }
 }
-#[cfg(test)]
-#[test]
-fn tmp_sizes() {
-    eprintln!(
-        "State {} RequestFiber {} SegmentFuture {} FSF {}",
-        std::mem::size_of::<State>(),
-        std::mem::size_of::<RequestFiber>(),
-        std::mem::size_of::<Option<SegmentFuture>>(),
-        std::mem::size_of::<FiberSegmentFuture>()
-    );
-}
