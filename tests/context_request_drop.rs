@@ -18,6 +18,7 @@ use suspendware::{AsyncNext, Next, Pipeline, Request, RequestLocal, Response};
 
 static TOKEN: RequestLocal<Option<DropToken>> = RequestLocal::new(|| None);
 static BOMB: RequestLocal<Option<Bomb>> = RequestLocal::new(|| None);
+static BOMB2: RequestLocal<Option<Bomb>> = RequestLocal::new(|| None);
 
 /// A request-local value whose destructor panics.
 struct Bomb;
@@ -37,7 +38,8 @@ enum Shape {
     Shared,
 }
 
-/// The outer layer stores a token (and, with `bomb`, a panicking value);
+/// The outer layer stores a token (and, with `bomb`, two panicking values:
+/// dropped together, a second panic during the first's unwind would abort);
 /// in the shared shape an inner sync layer checks it sees the token. The
 /// view never answers when `hang`.
 fn pipeline(shape: Shape, drops: &DropCounter, bomb: bool, hang: bool) -> Pipeline {
@@ -46,6 +48,7 @@ fn pipeline(shape: Shape, drops: &DropCounter, bomb: bool, hang: bool) -> Pipeli
         TOKEN.set(Some(drops.token()));
         if bomb {
             BOMB.set(Some(Bomb));
+            BOMB2.set(Some(Bomb));
         }
         next.get_response(req)
     });
@@ -68,6 +71,12 @@ fn pipeline(shape: Shape, drops: &DropCounter, bomb: bool, hang: bool) -> Pipeli
     })
     .build()
     .unwrap()
+}
+
+/// How many value destructors' panics `logs` reports.
+fn logged_panics(logs: &str) -> usize {
+    logs.matches("a RequestLocal value panicked while it was dropped")
+        .count()
 }
 
 /// Runs one request to its response.
@@ -136,19 +145,15 @@ fn a_panicking_value_destructor_is_logged_and_the_process_keeps_serving() {
     let (logs, ()) = capture::capture(|| cancel_in_view(&p));
     assert_ended(&p, &drops, 1, Shape::OneFiber);
     assert!(
-        logs.contains("a RequestLocal value panicked while it was dropped")
-            && logs.contains("request-local destructor failed"),
-        "the panic is logged with its message:\n{logs}"
+        logged_panics(&logs) == 2 && logs.contains("request-local destructor failed"),
+        "each panic is logged with its message:\n{logs}"
     );
 
     // Completed: the values drop as the fiber returns, and the same holds.
     let p = pipeline(Shape::OneFiber, &drops, true, false);
     let (logs, resp) = capture::capture(|| complete(&p));
     assert_eq!(common::text(&resp), "done");
-    assert!(
-        logs.contains("a RequestLocal value panicked while it was dropped"),
-        "{logs}"
-    );
+    assert_eq!(logged_panics(&logs), 2, "{logs}");
     assert_ended(&p, &drops, 2, Shape::OneFiber);
 
     // The pipeline still serves.
@@ -190,4 +195,27 @@ fn each_request_starts_with_fresh_values() {
         .build()
         .unwrap();
     assert_eq!(common::text(&rt.block_on(plain.handle(req("/")))), "plain");
+}
+
+/// In the shared shape the context's last holder may be any segment (a
+/// segment future, an async layer's `AsyncNext`, the fiber that exits
+/// last); wherever the values drop, a panicking destructor is logged and
+/// neither escapes into the server's task nor aborts the process.
+#[test]
+fn a_panicking_value_destructor_in_a_shared_context_is_logged_too() {
+    let drops = DropCounter::new();
+    let p = pipeline(Shape::Shared, &drops, true, true);
+    let (logs, ()) = capture::capture(|| cancel_in_view(&p));
+    assert_ended(&p, &drops, 1, Shape::Shared);
+    assert!(
+        logged_panics(&logs) == 2 && logs.contains("request-local destructor failed"),
+        "cancelled: each panic is logged with its message:\n{logs}"
+    );
+
+    let p = pipeline(Shape::Shared, &drops, true, false);
+    let (logs, resp) = capture::capture(|| complete(&p));
+    assert_eq!(common::text(&resp), "done");
+    assert_eq!(logged_panics(&logs), 2, "completed: {logs}");
+    assert_ended(&p, &drops, 2, Shape::Shared);
+    assert_eq!(common::text(&complete(&p)), "done", "still serving");
 }

@@ -118,7 +118,7 @@ pub(crate) struct FiberLocals {
     /// The request this fiber works for (its `RequestLocal` values): the
     /// context shared with the request's other segments, or, when the plan
     /// leaves it to this fiber (`Chain::ctx_on_first_fiber`), made here on
-    /// first use. Released by [`Hooks::exiting`], see [`release_request`].
+    /// first use. Released by [`Hooks::exiting`].
     request: RefCell<Option<Arc<RequestCtx>>>,
     /// The pipeline this fiber runs a segment of (its layers, its bounded
     /// pool for `blocking`). The fiber's body borrows it from here rather
@@ -223,8 +223,12 @@ impl Hooks for FiberLocals {
         // Taken out first: the borrow ends before any value's destructor
         // runs (one that uses a `RequestLocal` finds no request: `CURRENT`
         // is cleared).
+        // When the fiber owned the context, the request's values drop here,
+        // on the fiber, and on a cancellation inside its unwind, where a
+        // panic escaping a destructor would abort the process:
+        // `RequestCtx`'s drop catches and logs one.
         let request = self.request.borrow_mut().take();
-        release_request(request);
+        drop(request);
         if self.spans.borrow().is_empty() {
             return;
         }
@@ -236,24 +240,6 @@ impl Hooks for FiberLocals {
             exit(s);
         }
         drop(left);
-    }
-}
-
-/// Lets go of a fiber's hold on its request's context, as the fiber exits.
-///
-/// When the fiber owned the context, the request's `RequestLocal` values
-/// drop here, on the fiber. On a cancellation (or a panic that reached the
-/// fiber's root) this runs inside the unwind, where a panic escaping a
-/// destructor would abort the process, so a panic from a value's
-/// destructor is caught here and logged.
-fn release_request(ctx: Option<Arc<RequestCtx>>) {
-    let Some(ctx) = ctx else { return };
-    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(ctx))) {
-        tracing::error!(
-            panic = %crate::panic::payload_message(&*p),
-            "a RequestLocal value panicked while it was dropped at the end of its request"
-        );
-        coro::drop_payload(p);
     }
 }
 

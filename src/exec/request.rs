@@ -37,6 +37,31 @@ impl RequestCtx {
     }
 }
 
+impl Drop for RequestCtx {
+    /// The request's `RequestLocal` values drop here, wherever the last
+    /// holder of the context lets go of it: a fiber exiting (maybe inside a
+    /// cancellation's unwind, where a panic escaping a destructor would
+    /// abort the process), a segment future or an `AsyncNext` dropped by
+    /// the server's task. A value whose destructor panics is logged and
+    /// the others still drop, each on its own, so that not even two failing
+    /// destructors make a double panic.
+    fn drop(&mut self) {
+        // Out of the lock before any destructor runs.
+        let values = std::mem::take(&mut *crate::loom::lock(&self.locals));
+        for (_, value) in values {
+            if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                drop(value);
+            })) {
+                tracing::error!(
+                    panic = %crate::panic::payload_message(&*p),
+                    "a RequestLocal value panicked while it was dropped at the end of its request"
+                );
+                crate::coro::drop_payload(p);
+            }
+        }
+    }
+}
+
 impl fmt::Debug for RequestCtx {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("RequestCtx")
