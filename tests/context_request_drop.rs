@@ -4,8 +4,9 @@
 //! request's context to that fiber (made on first use, released as the
 //! fiber exits, so on a cancellation during the fiber's unwind, where a
 //! panic escaping a destructor would abort the process: it is caught and
-//! logged). Other pipelines share one context between their segments. Both
-//! shapes are checked, and neither blocks a thread or keeps a stack.
+//! logged). Other pipelines share one context between their segments, and
+//! whichever segment ends last drops it, with the same care. Both shapes
+//! are checked, and neither blocks a thread or keeps a stack.
 
 mod capture;
 mod common;
