@@ -92,6 +92,19 @@ pub(crate) fn lock<T>(m: &sync::Mutex<T>) -> sync::MutexGuard<'_, T> {
     }
 }
 
+/// `Mutex::get_mut` with one signature for both back ends: the value of a
+/// mutex the caller holds exclusively (e.g. in a `Drop`), without locking.
+pub(crate) fn get_mut<T>(m: &mut sync::Mutex<T>) -> &mut T {
+    #[cfg(not(loom))]
+    {
+        m.get_mut()
+    }
+    #[cfg(loom)]
+    {
+        m.get_mut().expect("suspendware: a lock holder panicked")
+    }
+}
+
 /// `Condvar::wait` with one signature for both back ends: releases the lock
 /// of `guard` while parked and returns it re-locked. May wake spuriously.
 pub(crate) fn condvar_wait<'a, T>(
