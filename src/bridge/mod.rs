@@ -54,7 +54,8 @@ use crate::loom::sync::Arc;
 // BENCHMARKS.md "Fifth round").
 #[inline]
 pub fn wait<F: Future>(fut: F) -> F::Output {
-    let mut fut = pin!(fut);
+    let mut slot = pin!(Some(fut));
+    let mut fut = Waited(slot.as_mut());
     // The first poll comes before any check of where this runs: on a fiber
     // (the common case) `with_waker` is the one look-up of the running
     // fiber, and a future that is already ready returns without a
@@ -65,15 +66,47 @@ pub fn wait<F: Future>(fut: F) -> F::Output {
     // the future is driven to its end on this thread (a wake-up the first
     // poll registered with the fiber's waker only re-polls its task).
     loop {
-        let polled = coro::with_waker(|waker| fut.as_mut().poll(&mut Context::from_waker(waker)));
+        let polled = coro::with_waker(|waker| fut.get().poll(&mut Context::from_waker(waker)));
         match polled {
             Some(Poll::Ready(v)) => return v,
             Some(Poll::Pending) => match coro::suspend::<Suspend, Resumed>(Suspend::Pending) {
                 Ok(_) => {}
-                Err(Place::Unwinding) => return park::block_on(fut),
+                Err(Place::Unwinding) => return park::block_on(fut.get()),
                 Err(_) => crate::panic::off_fiber("wait"),
             },
-            None => return wait_off_fiber(fut),
+            None => return wait_off_fiber(fut.get()),
+        }
+    }
+}
+
+/// The future a [`wait`] drives, pinned in its frame.
+///
+/// Dropped by an unwind (the request was cancelled while `wait` was
+/// suspended, or a panic passes), the future's destructor (user code) runs
+/// where a panic would abort the process: it is then dropped in place under
+/// [`coro::contain`], which logs the panic. After `wait` returns, it drops
+/// as any value.
+struct Waited<'a, F>(Pin<&'a mut Option<F>>);
+
+impl<F> Waited<'_, F> {
+    #[inline(always)]
+    fn get(&mut self) -> Pin<&mut F> {
+        self.0
+            .as_mut()
+            .as_pin_mut()
+            .expect("the waited future is present until `wait` returns")
+    }
+}
+
+impl<F> Drop for Waited<'_, F> {
+    #[inline]
+    fn drop(&mut self) {
+        if std::thread::panicking() && self.0.is_some() {
+            coro::contain(
+                "a future passed to `wait` panicked while it was dropped by an unwind (its \
+                 request was cancelled, or a panic passed)",
+                || self.0.set(None),
+            );
         }
     }
 }

@@ -18,9 +18,11 @@
 //! # let _ = audit;
 //! ```
 
+use std::cell::RefCell;
+
 use tracing::Span;
 
-use crate::exec::fiber_locals::FiberLocals;
+use crate::exec::fiber_locals::{self, FiberLocals};
 
 /// Enters `span` for the rest of the current scope, correctly across fiber
 /// suspensions (see the module docs). Outside pipeline code it behaves like
@@ -54,7 +56,22 @@ pub(crate) enum LayerSpan {
     Off,
     /// Pushed on the fiber with this id.
     Fiber(u64, tracing::span::Id),
-    Thread(#[allow(dead_code)] tracing::span::EnteredSpan),
+    /// Entered off-fiber (on a held thread, or outside pipeline code) and
+    /// kept in this thread's [`THREAD_SPANS`] with this id.
+    Thread(tracing::span::Id),
+}
+
+thread_local! {
+    /// Spans entered off-fiber by `LayerSpan`s still alive, innermost last.
+    /// Held here rather than in the `LayerSpan` (as an `EnteredSpan`), for
+    /// two reasons. The subscriber's `exit` and `try_close` are user code
+    /// that a cancelled held thread's unwind reaches, where a panic aborts
+    /// the process: [`pop_from_thread`] contains them, like the fiber's
+    /// hooks. And a `LayerSpan` keeps no field that needs dropping, so its
+    /// drop stays a check inlined into each sync layer (an `EnteredSpan`
+    /// variant wrapped for containment made it an out-of-line call per
+    /// layer: `k5` +45 to +85 instructions per request, `scripts/instr.sh`).
+    static THREAD_SPANS: RefCell<Vec<Span>> = const { RefCell::new(Vec::new()) };
 }
 
 impl LayerSpan {
@@ -72,7 +89,7 @@ impl LayerSpan {
         });
         match pushed {
             Some((fiber, id)) => LayerSpan::Fiber(fiber, id),
-            None => LayerSpan::Thread(span.take().expect("span present").entered()),
+            None => push_on_thread(span.take().expect("span present")),
         }
     }
 }
@@ -83,9 +100,40 @@ impl Drop for LayerSpan {
     // inlined into each layer's frame.
     #[inline]
     fn drop(&mut self) {
-        if let LayerSpan::Fiber(..) = self {
-            self.pop_from_fiber();
+        match self {
+            LayerSpan::Off => {}
+            LayerSpan::Fiber(..) => self.pop_from_fiber(),
+            LayerSpan::Thread(id) => pop_from_thread(id),
         }
+    }
+}
+
+/// Enters `span` on this thread (not a fiber) and keeps it in
+/// [`THREAD_SPANS`] until its `LayerSpan` drops.
+#[inline(never)]
+fn push_on_thread(span: Span) -> LayerSpan {
+    let id = span.id().expect("an enabled span has an id");
+    fiber_locals::enter(&span);
+    THREAD_SPANS.with(|spans| spans.borrow_mut().push(span));
+    LayerSpan::Thread(id)
+}
+
+/// Exits and closes the span `id` pushed by [`push_on_thread`] (normally
+/// the innermost), the subscriber's calls contained.
+#[inline(never)]
+fn pop_from_thread(id: &tracing::span::Id) {
+    // Taken out first, exited and closed after the borrow ends: the
+    // subscriber may enter spans of its own.
+    let span = THREAD_SPANS.with(|spans| {
+        let mut spans = spans.borrow_mut();
+        spans
+            .iter()
+            .rposition(|s| s.id().as_ref() == Some(id))
+            .map(|i| spans.remove(i))
+    });
+    if let Some(s) = span {
+        fiber_locals::exit(&s);
+        fiber_locals::close(s);
     }
 }
 

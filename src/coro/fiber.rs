@@ -118,6 +118,7 @@ impl<Y: 'static, R: 'static, T: 'static> Fiber<Y, R, T> {
         overflow::install();
         let guard = overflow::GuardRange::of_stack(stack.limit().get(), stack.base().get());
         let warmth = Warmth::new();
+        let f = Unstarted(Some(f));
         let co = Coroutine::with_stack(stack, move |y: &Yielder<Input<R>, Y>, first: Input<R>| {
             let ctx = FiberCtx {
                 header: Header::new(y, first.waker),
@@ -129,7 +130,7 @@ impl<Y: 'static, R: 'static, T: 'static> Fiber<Y, R, T> {
             // contents while the context is still whole.
             let _exit = ExitGuard(&ctx.header);
             match first.cmd {
-                Cmd::Go(_) => f(&ctx.hooks),
+                Cmd::Go(_) => f.take()(&ctx.hooks),
                 // `cancel` never resumes a fiber that has not started; if it
                 // did, unwinding without running `f` is the safe reading.
                 Cmd::Cancel => panic::resume_unwind(Box::new(Cancelled)),
@@ -278,6 +279,41 @@ impl Cancel {
     pub(crate) fn discard(self) {
         if let Cancel::Panicked(p) = self {
             super::unwind::drop_payload(p);
+        }
+    }
+}
+
+/// A fiber's function (and all it captured, e.g. the request), until the
+/// fiber starts.
+///
+/// A fiber dropped before it starts has corosensei drop its closure on the
+/// driver's stack. A panic escaping that drop would leave the coroutine
+/// half torn down, and corosensei would drop the same closure again (a
+/// double drop, SIGSEGV in `core_cleanup_panics`) when the fiber is
+/// cancelled again or dropped. So the function is dropped under
+/// [`contain`](super::contain), which logs the panic. (The hooks need no
+/// such care: the crate's own, `FiberLocals`, hold no user value whose drop
+/// is not already contained.) Only the function is wrapped: wrapping the
+/// hooks too moved them once more per request (`k5` +94 instructions,
+/// `scripts/instr.sh`).
+struct Unstarted<F>(Option<F>);
+
+impl<F> Unstarted<F> {
+    /// The function, as the fiber starts.
+    #[inline(always)]
+    fn take(mut self) -> F {
+        self.0.take().expect("a fiber starts once")
+    }
+}
+
+impl<F> Drop for Unstarted<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            super::contain(
+                "a value held by a request whose fiber never started panicked while it was \
+                 dropped",
+                move || drop(f),
+            );
         }
     }
 }

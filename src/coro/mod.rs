@@ -39,4 +39,4 @@ pub(crate) use clock::{allow_every_cpu, coarse_now_ns};
 pub(crate) use current::{place, suspend, with_hooks, with_waker, Hooks, Place};
 pub(crate) use fiber::{Cancel, Fiber, Step};
 pub use unwind::Cancelled;
-pub(crate) use unwind::{drop_payload, is_forced_unwind};
+pub(crate) use unwind::{contain, drop_payload, is_forced_unwind};

@@ -194,8 +194,9 @@ where
         "suspendware: a scoped job needs a fiber that may suspend"
     );
     let completion = Arc::new(Completion::new());
-    let mut out: Option<std::thread::Result<R>> = None;
-    let slot = Slot(&mut out);
+    // Declared before `join`, so dropped after it: the job has written it.
+    let mut out = Outcome(None);
+    let slot = Slot(&mut out.0);
     let work: Box<dyn FnOnce() + Send + 'a> = Box::new(move || {
         slot.put(panic::catch_unwind(AssertUnwindSafe(f)));
     });
@@ -217,7 +218,27 @@ where
         park(&completion);
     }
     drop(join);
-    out
+    out.0.take()
+}
+
+/// `run`'s slot for the job's outcome. It still holds one when dropped only
+/// if `run` unwinds (the request was cancelled while the job ran): the
+/// result's destructor, user code, then runs inside that unwind, where a
+/// panic would abort the process, so it is contained (and logged).
+struct Outcome<R>(Option<std::thread::Result<R>>);
+
+impl<R> Drop for Outcome<R> {
+    fn drop(&mut self) {
+        match self.0.take() {
+            Some(Ok(value)) => super::contain(
+                "the result of a `blocking` closure panicked while it was dropped (its request \
+                 was cancelled before it returned)",
+                move || drop(value),
+            ),
+            Some(Err(payload)) => super::drop_payload(payload),
+            None => {}
+        }
+    }
 }
 
 impl std::fmt::Debug for Job {

@@ -54,6 +54,33 @@ fn forced_unwind_type() -> TypeId {
     })
 }
 
+/// Runs `f`, user code that the crate calls on one of its own cleanup
+/// paths (a value's destructor, a tracing subscriber's callback from a
+/// fiber's hooks), and contains a panic from it: logs `message` with the
+/// panic's and drops the payload.
+///
+/// On those paths a panic has nowhere good to go. During an unwind (a
+/// cancelled request's fiber, a panic passing) it would abort the process;
+/// inside corosensei's teardown of a coroutine it would leave the coroutine
+/// half dropped; in a fiber's hooks it would replace a cancellation with a
+/// panic. The report goes through `tracing`, whose subscriber may be what
+/// panicked, so it is contained as well (and then lost).
+pub(crate) fn contain(message: &'static str, f: impl FnOnce()) {
+    let Err(payload) = panic::catch_unwind(AssertUnwindSafe(f)) else {
+        return;
+    };
+    let report = panic::catch_unwind(AssertUnwindSafe(|| {
+        tracing::error!(
+            panic = %crate::panic::payload_message(&*payload),
+            "{message}"
+        );
+    }));
+    if let Err(again) = report {
+        drop_payload(again);
+    }
+    drop_payload(payload);
+}
+
 /// Drops a caught panic payload. A payload whose own `Drop` panics would
 /// otherwise turn a contained panic into an escaping one; that second
 /// payload is leaked instead.

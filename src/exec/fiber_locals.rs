@@ -196,6 +196,7 @@ impl FiberLocals {
         };
         if let Some(s) = span {
             exit(&s);
+            close(s);
         }
     }
 }
@@ -236,17 +237,44 @@ impl Hooks for FiberLocals {
         // taken out and dropped while the context is whole and `CURRENT` no
         // longer points at it.
         let left = std::mem::take(&mut *self.spans.borrow_mut());
-        for s in left.iter().rev() {
-            exit(s);
+        for s in left.into_iter().rev() {
+            exit(&s);
+            close(s);
         }
-        drop(left);
     }
 }
 
-fn enter(span: &Span) {
-    span.with_subscriber(|(id, dispatch)| dispatch.enter(id));
+// The subscriber calls below run in the fiber's hooks and in span guards'
+// drops: on every switch, inside a cancellation's unwind (where a panic
+// aborts the process), and in `resumed` as a cancelled fiber resumes (where
+// a panic would replace the cancellation, and the cancelled request's
+// middleware would run on). A subscriber is user code; its panic is
+// contained and logged, and only that span event is lost.
+
+/// Enters `span` on this thread's subscriber.
+pub(crate) fn enter(span: &Span) {
+    coro::contain(
+        "the tracing subscriber panicked when a fiber's span was entered",
+        || {
+            span.with_subscriber(|(id, dispatch)| dispatch.enter(id));
+        },
+    );
 }
 
-fn exit(span: &Span) {
-    span.with_subscriber(|(id, dispatch)| dispatch.exit(id));
+/// Exits `span` on this thread's subscriber.
+pub(crate) fn exit(span: &Span) {
+    coro::contain(
+        "the tracing subscriber panicked when a fiber's span was exited",
+        || {
+            span.with_subscriber(|(id, dispatch)| dispatch.exit(id));
+        },
+    );
+}
+
+/// Drops `span` (its subscriber's `try_close`).
+pub(crate) fn close(span: Span) {
+    coro::contain(
+        "the tracing subscriber panicked when a fiber's span was closed",
+        move || drop(span),
+    );
 }

@@ -55,15 +55,10 @@ impl Drop for RequestCtx {
             return;
         }
         for (_, value) in std::mem::take(values) {
-            if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-                drop(value);
-            })) {
-                tracing::error!(
-                    panic = %crate::panic::payload_message(&*p),
-                    "a RequestLocal value panicked while it was dropped at the end of its request"
-                );
-                crate::coro::drop_payload(p);
-            }
+            crate::coro::contain(
+                "a RequestLocal value panicked while it was dropped at the end of its request",
+                move || drop(value),
+            );
         }
     }
 }
