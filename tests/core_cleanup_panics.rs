@@ -228,6 +228,9 @@ fn child_waited_future_dropped_by_a_cancellation() {
 /// layer's span panics.
 static ARMED: AtomicBool = AtomicBool::new(false);
 
+/// Once set, `enter` of any span panics (case 7).
+static ANY_ENTER_ARMED: AtomicBool = AtomicBool::new(false);
+
 /// Set by the armed `exit` as it panics.
 static EXIT_FAILED: AtomicBool = AtomicBool::new(false);
 
@@ -276,6 +279,9 @@ impl tracing::Subscriber for ExitPanics {
     fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
     fn event(&self, _: &tracing::Event<'_>) {}
     fn enter(&self, id: &tracing::span::Id) {
+        if ANY_ENTER_ARMED.load(Ordering::SeqCst) {
+            panic!("subscriber enter failed");
+        }
         if ENTER_ARMED.load(Ordering::SeqCst)
             && self.sync_spans.lock().unwrap().contains(&id.into_u64())
         {
@@ -488,5 +494,51 @@ fn child_held_thread_span_exited_by_a_cancellation() {
         }
         ARMED.store(false, Ordering::SeqCst);
     });
+    still_serving(&p, &rt);
+}
+
+// ---------------------------------------------------------------------------
+// 7. The request's span (made by `Pipeline::handle` when a subscriber
+//    listens at INFO) is entered around the request's future, also while
+//    that future is dropped. A subscriber whose `enter` panics there made
+//    tracing's `Instrumented` skip the drop: the cancelled request's fiber
+//    kept its stack for good, and the panic escaped the response future's
+//    drop.
+
+#[test]
+fn request_span_entered_by_a_cancellation() {
+    run_child("child_request_span_entered_by_a_cancellation");
+}
+
+#[test]
+#[ignore = "run in a child process by request_span_entered_by_a_cancellation"]
+fn child_request_span_entered_by_a_cancellation() {
+    tracing::subscriber::set_global_default(ExitPanics {
+        next: AtomicU64::new(1),
+        sync_spans: Mutex::new(HashSet::new()),
+    })
+    .unwrap();
+    let p = Pipeline::builder()
+        .sync(|req: Request, next: &mut Next| next.get_response(req))
+        .view(|_req: Request| std::future::pending::<Response>())
+        .build()
+        .unwrap();
+    let rt = rt();
+    let escaped = rt.block_on(async {
+        let mut f = Box::pin(p.handle(req("/")));
+        assert!(
+            poll_once(f.as_mut()).is_pending(),
+            "suspended in get_response"
+        );
+        ANY_ENTER_ARMED.store(true, Ordering::SeqCst);
+        let escaped =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(f))).is_err();
+        ANY_ENTER_ARMED.store(false, Ordering::SeqCst);
+        escaped
+    });
+    assert!(
+        !escaped,
+        "the panic escaped from the response future's drop"
+    );
     still_serving(&p, &rt);
 }

@@ -19,10 +19,14 @@
 //! ```
 
 use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use tracing::Span;
 
-use crate::exec::fiber_locals::{self, FiberLocals};
+use crate::coro;
+use crate::exec::fiber_locals::FiberLocals;
 
 /// Enters `span` for the rest of the current scope, correctly across fiber
 /// suspensions (see the module docs). Outside pipeline code it behaves like
@@ -113,7 +117,7 @@ impl Drop for LayerSpan {
 #[inline(never)]
 fn push_on_thread(span: Span) -> LayerSpan {
     let id = span.id().expect("an enabled span has an id");
-    fiber_locals::enter(&span);
+    enter(&span);
     THREAD_SPANS.with(|spans| spans.borrow_mut().push(span));
     LayerSpan::Thread(id)
 }
@@ -132,8 +136,8 @@ fn pop_from_thread(id: &tracing::span::Id) {
             .map(|i| spans.remove(i))
     });
     if let Some(s) = span {
-        fiber_locals::exit(&s);
-        fiber_locals::close(s);
+        exit(&s);
+        close(s);
     }
 }
 
@@ -151,5 +155,108 @@ impl LayerSpan {
                 }
             });
         }
+    }
+}
+
+// Every subscriber call the crate makes goes through these three: from a
+// fiber's hooks (on every switch, and in `resumed` as a cancelled fiber
+// resumes, where a panic would replace the cancellation and the cancelled
+// request's middleware would run on), from span guards' drops (inside a
+// cancellation's unwind, where a panic aborts the process), and from
+// [`InSpan`]. A subscriber is user code; its panic is contained and
+// logged, and only that span event is lost.
+
+/// Enters `span` on this thread's subscriber.
+pub(crate) fn enter(span: &Span) {
+    coro::contain(
+        "the tracing subscriber panicked when a span was entered",
+        || {
+            span.with_subscriber(|(id, dispatch)| dispatch.enter(id));
+        },
+    );
+}
+
+/// Exits `span` on this thread's subscriber.
+pub(crate) fn exit(span: &Span) {
+    coro::contain(
+        "the tracing subscriber panicked when a span was exited",
+        || {
+            span.with_subscriber(|(id, dispatch)| dispatch.exit(id));
+        },
+    );
+}
+
+/// Drops `span` (its subscriber's `try_close`).
+pub(crate) fn close(span: Span) {
+    coro::contain(
+        "the tracing subscriber panicked when a span was closed",
+        move || drop(span),
+    );
+}
+
+/// A future run inside a span, as `tracing`'s `Instrumented`, with the
+/// subscriber's calls contained ([`enter`], [`exit`], [`close`]).
+///
+/// `Instrumented` enters its span before it drops its future. If the
+/// subscriber panicked there, the future was never dropped: a cancelled
+/// request's fiber kept its stack for good (`stack_stats` showed it in
+/// use), and the panic escaped the response future's drop
+/// (`core_cleanup_panics`, case 7).
+pub(crate) struct InSpan<F> {
+    /// `None` once closed, in the drop.
+    span: Option<Span>,
+    /// `None` once dropped, in the drop.
+    fut: Option<F>,
+}
+
+impl<F> InSpan<F> {
+    pub(crate) fn new(fut: F, span: Span) -> InSpan<F> {
+        InSpan {
+            span: Some(span),
+            fut: Some(fut),
+        }
+    }
+}
+
+/// Enters `span` until the returned guard drops: `span.enter()` with the
+/// subscriber's calls contained (for held threads, whose guard a
+/// cancellation's unwind may drop).
+pub(crate) fn entered(span: &Span) -> Exit<'_> {
+    enter(span);
+    Exit(span)
+}
+
+/// Exits its span when dropped (also during an unwind).
+pub(crate) struct Exit<'a>(&'a Span);
+
+impl Drop for Exit<'_> {
+    fn drop(&mut self) {
+        exit(self.0);
+    }
+}
+
+impl<F: Future + Unpin> Future for InSpan<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        let (Some(span), Some(fut)) = (&this.span, &mut this.fut) else {
+            unreachable!("InSpan polled after its drop began");
+        };
+        enter(span);
+        let _exit = Exit(span);
+        Pin::new(fut).poll(cx)
+    }
+}
+
+impl<F> Drop for InSpan<F> {
+    fn drop(&mut self) {
+        let Some(span) = self.span.take() else { return };
+        if let Some(fut) = self.fut.take() {
+            enter(&span);
+            let _exit = Exit(&span);
+            drop(fut);
+        }
+        close(span);
     }
 }

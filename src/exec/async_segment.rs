@@ -8,9 +8,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tracing::Instrument;
-
 use crate::body::{Request, Response};
+use crate::bridge::span::InSpan;
 use crate::exec::boundary::to_response;
 use crate::exec::chain::Chain;
 use crate::exec::next::AsyncNext;
@@ -105,7 +104,7 @@ fn instrumented<'a>(fut: LocalBoxFuture<'a, Response>, name: &str) -> LocalBoxFu
     if span.is_disabled() {
         fut
     } else {
-        Box::pin(fut.instrument(span))
+        Box::pin(InSpan::new(fut, span))
     }
 }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use tracing::Span;
 
 use crate::bridge::pool::BlockingPool;
+use crate::bridge::span::{close, enter, exit};
 use crate::coro::{self, Fiber, Hooks};
 use crate::exec::active::{self, NO_LAYER};
 use crate::exec::chain::Chain;
@@ -242,39 +243,4 @@ impl Hooks for FiberLocals {
             close(s);
         }
     }
-}
-
-// The subscriber calls below run in the fiber's hooks and in span guards'
-// drops: on every switch, inside a cancellation's unwind (where a panic
-// aborts the process), and in `resumed` as a cancelled fiber resumes (where
-// a panic would replace the cancellation, and the cancelled request's
-// middleware would run on). A subscriber is user code; its panic is
-// contained and logged, and only that span event is lost.
-
-/// Enters `span` on this thread's subscriber.
-pub(crate) fn enter(span: &Span) {
-    coro::contain(
-        "the tracing subscriber panicked when a fiber's span was entered",
-        || {
-            span.with_subscriber(|(id, dispatch)| dispatch.enter(id));
-        },
-    );
-}
-
-/// Exits `span` on this thread's subscriber.
-pub(crate) fn exit(span: &Span) {
-    coro::contain(
-        "the tracing subscriber panicked when a fiber's span was exited",
-        || {
-            span.with_subscriber(|(id, dispatch)| dispatch.exit(id));
-        },
-    );
-}
-
-/// Drops `span` (its subscriber's `try_close`).
-pub(crate) fn close(span: Span) {
-    coro::contain(
-        "the tracing subscriber panicked when a fiber's span was closed",
-        move || drop(span),
-    );
 }

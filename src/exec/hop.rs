@@ -22,7 +22,7 @@ where
     let inner_span = span.clone();
     let join = handle.spawn_blocking(move || {
         let _scope = ThreadScope::enter(ctx);
-        let _span = inner_span.enter();
+        let _span = crate::bridge::span::entered(&inner_span);
         panic::catch_unwind(AssertUnwindSafe(f))
     });
     async move {

@@ -137,7 +137,7 @@ impl ThreadSegmentFuture {
             .expect("suspendware: Adapt mode needs a tokio runtime; run the pipeline inside one");
         handle.spawn_blocking(move || {
             let _scope = ThreadScope::enter(rctx);
-            let _span = span.enter();
+            let _span = crate::bridge::span::entered(&span);
             let run = panic::catch_unwind(AssertUnwindSafe(|| {
                 chain.call_sync(start, end, req, Backend::Thread(&link))
             }));

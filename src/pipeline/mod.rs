@@ -16,8 +16,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tracing::instrument::Instrumented;
-use tracing::Instrument;
+use crate::bridge::span::InSpan;
 
 use crate::body::{Request, Response};
 use crate::exec::chain::Chain;
@@ -62,7 +61,7 @@ impl Pipeline {
         // if its code uses a `RequestLocal` (`Chain::ctx_on_first_fiber`).
         let rctx = (!self.chain.ctx_on_first_fiber).then(RequestCtx::new);
         let inner = if !span.is_disabled() {
-            Inner::Traced(Chain::run_first(&self.chain, req, rctx).instrument(span))
+            Inner::Traced(InSpan::new(Chain::run_first(&self.chain, req, rctx), span))
         } else if let Some(&Segment::Fiber(layers)) = self.chain.segments.first() {
             // Nobody listens for the request's span: the first segment is
             // held by value, with neither the span's wrapper nor a box (one
@@ -175,7 +174,7 @@ enum Inner {
     /// The first segment of another kind (no request span).
     Boxed(LocalBoxFuture<'static, Response>),
     /// The request's span is enabled: the first segment inside it.
-    Traced(Instrumented<LocalBoxFuture<'static, Response>>),
+    Traced(InSpan<LocalBoxFuture<'static, Response>>),
 }
 
 impl Future for ResponseFuture {
