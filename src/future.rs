@@ -84,6 +84,19 @@ impl<T: ?Sized + 'static, O> ArcBorrowing<T, O> {
     }
 }
 
+impl<T: ?Sized + 'static, O: 'static> ArcBorrowing<T, O> {
+    /// Drops the future now (while `owner` is held), leaving one that never
+    /// finishes in its place: for a caller that must see the future's drop
+    /// at a time of its choosing (e.g. inside a panic boundary, once it has
+    /// finished). A panic from the drop propagates; the placeholder is in
+    /// place by then.
+    pub(crate) fn drop_future(&mut self) {
+        // A zero-sized future: its box allocates nothing.
+        let old = std::mem::replace(&mut self.fut, Box::pin(std::future::pending::<O>()));
+        drop(old);
+    }
+}
+
 impl<T: ?Sized + 'static, O> Future for ArcBorrowing<T, O> {
     type Output = O;
 

@@ -41,7 +41,12 @@ use crate::loom::sync::Arc;
 ///
 /// On a held thread (Adapt mode) or in a hop (ThreadHop mode) the thread is
 /// already the request's: `wait` blocks it on the future. In a destructor
-/// running during an unwind, it blocks the thread too (module docs).
+/// running during an unwind, it blocks the thread too (module docs); a
+/// future that needs this thread's own reactor (a tokio timer or socket on
+/// a current-thread runtime, as every suspendware worker is) can then never
+/// finish, and the thread stays blocked (a warning is logged after a
+/// second). Clean up there with [`blocking`], [`sleep`] (which sleeps the
+/// thread while unwinding), or a future another thread drives.
 ///
 /// # Panics
 /// When called where no suspendware fiber runs (async code, plain threads):
@@ -114,12 +119,39 @@ impl<F> Drop for Waited<'_, F> {
 /// [`wait`] where no suspendware fiber runs: a thread held for the
 /// request (Adapt mode, a ThreadHop hop) blocks on the future; anywhere
 /// else this would block an executor's thread, so it refuses.
+///
+/// An Adapt thread also waits for its request's cancellation: when the
+/// request is dropped (a client gone, a runtime shutting down), the wait
+/// stops, `fut` is dropped and the thread unwinds with [`crate::Cancelled`],
+/// as `get_response` does. Without that, a thread blocked on a future that
+/// never finishes stayed held for good, and `Runtime::shutdown` never
+/// returned (`core_failure_paths`).
 #[cold]
 fn wait_off_fiber<F: Future>(fut: Pin<&mut F>) -> F::Output {
-    if crate::exec::request::on_held_thread() {
-        return tokio::runtime::Handle::current().block_on(fut);
+    use crate::exec::request;
+    if !request::on_held_thread() {
+        crate::panic::off_fiber("wait");
     }
-    crate::panic::off_fiber("wait")
+    let handle = tokio::runtime::Handle::current();
+    // A `wait` nested in one further out (inside its future) finds the
+    // signal taken and waits without it; the outer one still watches.
+    let Some(mut cancelled) = request::take_cancel_signal() else {
+        return handle.block_on(fut);
+    };
+    let out = handle.block_on(async {
+        tokio::select! {
+            biased;
+            v = fut => Some(v),
+            _ = &mut cancelled => None,
+        }
+    });
+    match out {
+        Some(v) => {
+            request::put_cancel_signal(cancelled);
+            v
+        }
+        None => panic::resume_unwind(Box::new(crate::panic::Cancelled)),
+    }
 }
 
 /// Runs a blocking function on tokio's blocking pool while the fiber is
@@ -209,15 +241,19 @@ where
 /// thread meanwhile.
 ///
 /// On a held thread (Adapt) or in a hop (ThreadHop) it sleeps that thread
-/// (through [`wait`]); so it does in a destructor running during an unwind.
-/// Needs the tokio runtime's timer (`enable_time`/`enable_all`).
+/// (through [`wait`]). In a destructor running during an unwind it sleeps
+/// the thread with `std::thread::sleep`: the fiber may not suspend then,
+/// and a tokio timer could never fire, because on a current-thread runtime
+/// (every suspendware `Runtime` and `Server` worker) only this thread
+/// drives it. Needs the tokio runtime's timer (`enable_time`/`enable_all`).
 ///
 /// # Panics
 /// When called off-fiber (see [`wait`]): use `tokio::time::sleep(..).await`
 /// in async code.
 pub fn sleep(duration: Duration) {
-    if coro::place() == Place::Off && !crate::exec::request::on_held_thread() {
-        crate::panic::off_fiber("sleep");
+    match coro::place() {
+        Place::Off if !crate::exec::request::on_held_thread() => crate::panic::off_fiber("sleep"),
+        Place::Unwinding => std::thread::sleep(duration),
+        _ => wait(tokio::time::sleep(duration)),
     }
-    wait(tokio::time::sleep(duration));
 }

@@ -111,11 +111,35 @@ fn instrumented<'a>(fut: LocalBoxFuture<'a, Response>, name: &str) -> LocalBoxFu
 impl Future for AsyncSegmentFuture {
     type Output = Response;
 
+    /// Polls the layer's future inside the layer's panic boundary. Once it
+    /// has answered (or panicked), its drop runs here too, inside the same
+    /// boundary: a destructor that panics after the layer answered (a value
+    /// its `async` block still held) is the layer failing, and outer layers
+    /// get the handler's response. Dropped later by whoever holds this
+    /// segment, that panic escaped every boundary: the request's future
+    /// ended in a panic and the client got no response (`core_failure_paths`).
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
         let this = &mut *self;
-        match panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut this.fut).poll(cx))) {
-            Ok(p) => p,
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut this.fut).poll(cx)));
+        let resp = match outcome {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(resp)) => resp,
             Err(payload) => {
+                let chain = this.fut.owner();
+                let resp = to_response(&chain.panic_handler, chain.name(this.entry), payload);
+                // The future that panicked goes now; a second panic from its
+                // drop changes nothing for the response.
+                crate::coro::contain(
+                    "an async layer's future panicked while it was dropped after it had panicked",
+                    || this.fut.drop_future(),
+                );
+                return Poll::Ready(resp);
+            }
+        };
+        match panic::catch_unwind(AssertUnwindSafe(|| this.fut.drop_future())) {
+            Ok(()) => Poll::Ready(resp),
+            Err(payload) => {
+                drop(resp);
                 let chain = this.fut.owner();
                 Poll::Ready(to_response(
                     &chain.panic_handler,

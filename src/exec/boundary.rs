@@ -31,7 +31,7 @@ pub(crate) fn to_response(
         panic = message,
         "middleware or view panicked; answering with the panic handler"
     );
-    let mut resp = handler(&PanicInfo { location, message });
+    let mut resp = answer(handler, location, message);
     resp.extensions_mut().insert(PanicMarker {
         location: location.to_owned(),
         message: message.to_owned(),
@@ -39,6 +39,30 @@ pub(crate) fn to_response(
     // A payload whose own `Drop` panics must not escape the boundary.
     crate::coro::drop_payload(payload);
     resp
+}
+
+/// The panic handler's response. A handler that panics itself is user code
+/// failing inside a boundary: its panic is logged and the default handler
+/// answers. Unguarded, that panic escaped this boundary, every enclosing
+/// one caught it and called the handler again, and the request's future
+/// ended in a panic: the client got no response, and outer middleware saw
+/// none (`core_failure_paths`).
+fn answer(handler: &PanicHandler, location: &str, message: &str) -> Response {
+    match panic::catch_unwind(AssertUnwindSafe(|| {
+        handler(&PanicInfo { location, message })
+    })) {
+        Ok(resp) => resp,
+        Err(again) => {
+            tracing::error!(
+                location,
+                panic = message,
+                handler_panic = payload_message(&*again),
+                "the panic handler panicked; answering with the default panic handler"
+            );
+            crate::coro::drop_payload(again);
+            crate::panic::default_panic_handler()(&PanicInfo { location, message })
+        }
+    }
 }
 
 /// Marks a response produced by the panic handler, so hook middleware can

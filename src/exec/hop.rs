@@ -21,7 +21,7 @@ where
         .expect("suspendware: thread hops need a tokio runtime; run the pipeline inside one");
     let inner_span = span.clone();
     let join = handle.spawn_blocking(move || {
-        let _scope = ThreadScope::enter(ctx);
+        let _scope = ThreadScope::enter(ctx, None);
         let _span = crate::bridge::span::entered(&inner_span);
         panic::catch_unwind(AssertUnwindSafe(f))
     });

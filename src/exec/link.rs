@@ -19,6 +19,8 @@
 //! fails) and the reply sender of an inner part in progress (the blocked
 //! `recv_blocking` returns `Closed`). Either way [`ThreadLink::inner`]
 //! returns `Err(Closed)` and the thread unwinds; it never stays blocked.
+//! A thread blocked in `wait` instead (on a future of its own) learns it
+//! from [`ThreadLink::cancel_signal`], which the dropped end resolves.
 //!
 //! Generic over the request and response so the loom models drive this
 //! code with stand-in values.
@@ -43,16 +45,38 @@ pub(crate) enum ToAsync<Req, Resp> {
 /// Creates a link: the held thread's end and the async side's.
 pub(crate) fn link<Req, Resp, F>() -> (ThreadLink<Req, Resp>, AsyncEnd<Req, Resp, F>) {
     let (tx, rx) = queue::queue();
-    (ThreadLink { tx }, AsyncEnd { rx, inner: None })
+    let (gone, cancelled) = handoff::oneshot();
+    (
+        ThreadLink {
+            tx,
+            cancelled: Some(cancelled),
+        },
+        AsyncEnd {
+            rx,
+            inner: None,
+            _gone: gone,
+        },
+    )
 }
 
 /// The held thread's end. Dropping it without [`ThreadLink::done`] tells
 /// the async side that the thread ended without a response.
 pub(crate) struct ThreadLink<Req = Request, Resp = Response> {
     tx: QueueTx<ToAsync<Req, Resp>>,
+    /// Resolves (`Err(Closed)`) when the async side is dropped: for a held
+    /// thread blocked elsewhere than in `get_response` (in `wait`), taken
+    /// by [`ThreadLink::cancel_signal`].
+    cancelled: Option<handoff::Receiver<()>>,
 }
 
 impl<Req, Resp> ThreadLink<Req, Resp> {
+    /// A future that resolves when the async side is gone (the request was
+    /// cancelled, or the runtime is shutting down). `None` after the first
+    /// call.
+    pub(crate) fn cancel_signal(&mut self) -> Option<handoff::Receiver<()>> {
+        self.cancelled.take()
+    }
+
     /// Blocks this thread until the inner part answers `req`.
     /// `Err(Closed)`: the async side is gone (the request was cancelled).
     pub(crate) fn inner(&self, req: Req) -> Result<Resp, Closed> {
@@ -76,6 +100,9 @@ pub(crate) struct AsyncEnd<Req, Resp, F> {
     rx: QueueRx<ToAsync<Req, Resp>>,
     /// The inner part being run, and where its answer goes.
     inner: Option<(F, handoff::Sender<Resp>)>,
+    /// Never sent on: dropped with this end, it resolves the thread's
+    /// [`ThreadLink::cancel_signal`].
+    _gone: handoff::Sender<()>,
 }
 
 impl<Req, Resp, F> AsyncEnd<Req, Resp, F>

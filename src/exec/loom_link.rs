@@ -95,3 +95,30 @@ fn adapt_boxed_inner_part() {
         assert_eq!(out, Some(4));
     });
 }
+
+/// A held thread blocked in `wait` (not in `get_response`) waits on its
+/// link's cancel signal beside its own future: when the async side is
+/// dropped, the signal must resolve (`Closed`) and wake the thread, whether
+/// the drop comes before or after the thread starts waiting.
+///
+/// Catches: a signal whose sender the `AsyncEnd` does not keep (it resolves
+/// while the end is alive: the first assertion), or one whose sender
+/// outlives the end (it never resolves: loom deadlock).
+#[test]
+fn adapt_thread_waiting_elsewhere_learns_of_the_cancellation() {
+    loom::model(|| {
+        let (mut link, end) = link::<u32, u32, Ready<u32>>();
+        let mut cancelled = link.cancel_signal().expect("taken once");
+        assert!(link.cancel_signal().is_none(), "a second take gets none");
+        assert!(
+            cancelled.try_recv().is_none(),
+            "not cancelled while the async side lives"
+        );
+        let held = thread::spawn(move || {
+            let _link = link;
+            loom::future::block_on(cancelled)
+        });
+        drop(end);
+        assert_eq!(held.join().unwrap(), Err(Closed));
+    });
+}

@@ -7,6 +7,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::handoff::Receiver;
 use crate::loom::sync::Mutex;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -87,15 +88,26 @@ pub(crate) fn shared(rctx: Option<&Arc<RequestCtx>>) -> Arc<RequestCtx> {
     )
 }
 
+thread_local! {
+    /// Resolves when the request this held thread works for is cancelled
+    /// (see [`ThreadScope::enter`]); taken while a `wait` blocks on it.
+    static THREAD_CANCEL: RefCell<Option<Receiver<()>>> = const { RefCell::new(None) };
+}
+
 /// Marks the current thread as running `ctx`'s sync code until dropped.
 pub(crate) struct ThreadScope {
     prev: Option<Arc<RequestCtx>>,
+    prev_cancel: Option<Receiver<()>>,
 }
 
 impl ThreadScope {
-    pub(crate) fn enter(ctx: Arc<RequestCtx>) -> ThreadScope {
+    /// `cancelled`, when given, resolves when the request is cancelled: a
+    /// `wait` on this thread then stops waiting and unwinds it (an Adapt
+    /// thread's link gives one; a hop has none).
+    pub(crate) fn enter(ctx: Arc<RequestCtx>, cancelled: Option<Receiver<()>>) -> ThreadScope {
         ThreadScope {
             prev: THREAD_REQUEST.with(|c| c.replace(Some(ctx))),
+            prev_cancel: THREAD_CANCEL.with(|c| c.replace(cancelled)),
         }
     }
 }
@@ -104,7 +116,22 @@ impl Drop for ThreadScope {
     fn drop(&mut self) {
         let prev = self.prev.take();
         THREAD_REQUEST.with(|c| *c.borrow_mut() = prev);
+        let prev_cancel = self.prev_cancel.take();
+        THREAD_CANCEL.with(|c| *c.borrow_mut() = prev_cancel);
     }
+}
+
+/// Takes this held thread's cancellation signal, if it has one (and no
+/// `wait` further out on this thread holds it), for the caller to block on
+/// beside its future; [`put_cancel_signal`] gives it back.
+pub(crate) fn take_cancel_signal() -> Option<Receiver<()>> {
+    THREAD_CANCEL.with(|c| c.borrow_mut().take())
+}
+
+/// Gives back a signal taken with [`take_cancel_signal`] that has not
+/// resolved.
+pub(crate) fn put_cancel_signal(signal: Receiver<()>) {
+    THREAD_CANCEL.with(|c| *c.borrow_mut() = Some(signal));
 }
 
 /// Whether this thread is held for a request's sync code (an Adapt thread

@@ -29,7 +29,9 @@
 //! Dropping this future drops the reply sender the thread is blocked on (or
 //! the queue it would push to): its `get_response` raises the
 //! [`Cancelled`] unwind, the thread's frames unwind and it returns to the
-//! pool. No thread stays blocked.
+//! pool. A thread blocked in `wait` meanwhile is woken by the link's cancel
+//! signal and unwinds the same way. No thread stays blocked. The request's
+//! admission permit goes back only when the thread has ended.
 
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
@@ -128,7 +130,7 @@ impl ThreadSegmentFuture {
     }
 
     fn spawn(&self, req: Request) -> State {
-        let (link, async_end) = link::link();
+        let (mut link, async_end) = link::link();
         let chain = self.chain.clone();
         let rctx = self.rctx.clone();
         let Layers { start, end } = self.layers;
@@ -136,7 +138,7 @@ impl ThreadSegmentFuture {
         let handle = tokio::runtime::Handle::try_current()
             .expect("suspendware: Adapt mode needs a tokio runtime; run the pipeline inside one");
         handle.spawn_blocking(move || {
-            let _scope = ThreadScope::enter(rctx);
+            let _scope = ThreadScope::enter(rctx, link.cancel_signal());
             let _span = crate::bridge::span::entered(&span);
             let run = panic::catch_unwind(AssertUnwindSafe(|| {
                 chain.call_sync(start, end, req, Backend::Thread(&link))
@@ -210,8 +212,16 @@ impl Future for ThreadSegmentFuture {
 impl Drop for ThreadSegmentFuture {
     fn drop(&mut self) {
         // Dropping `Running` drops the inner future and the reply sender the
-        // thread may be blocked on, which unwinds it (module docs).
+        // thread may be blocked on, which unwinds it (module docs). Until it
+        // has, the thread is still held: the permit stays in the request's
+        // context, which that thread holds too (its `ThreadScope`), and goes
+        // back when the last holder ends. Given back here, a new request
+        // could take a thread beside one still held, beyond the admission
+        // limit that keeps Adapt mode free of deadlock.
+        let held = matches!(self.state, State::Running(_));
         self.state = State::Done;
-        self.release_permit();
+        if !held {
+            self.release_permit();
+        }
     }
 }
