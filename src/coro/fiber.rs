@@ -299,10 +299,12 @@ impl Cancel {
 struct Unstarted<F>(Option<F>);
 
 impl<F> Unstarted<F> {
-    /// The function, as the fiber starts.
+    /// The function, as the fiber starts. (Through `ManuallyDrop`: this,
+    /// emptied, needs no drop, and its `Drop` is not inlined.)
     #[inline(always)]
-    fn take(mut self) -> F {
-        self.0.take().expect("a fiber starts once")
+    fn take(self) -> F {
+        let mut this = std::mem::ManuallyDrop::new(self);
+        this.0.take().expect("a fiber starts once")
     }
 }
 

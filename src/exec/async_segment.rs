@@ -120,32 +120,28 @@ impl Future for AsyncSegmentFuture {
     /// ended in a panic and the client got no response (`core_failure_paths`).
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
         let this = &mut *self;
-        let outcome = panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut this.fut).poll(cx)));
-        let resp = match outcome {
-            Ok(Poll::Pending) => return Poll::Pending,
-            Ok(Poll::Ready(resp)) => resp,
+        // One boundary for both: a panic from the drop drops the response
+        // with the closure's frame and answers as a panic from the poll.
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+            let polled = Pin::new(&mut this.fut).poll(cx);
+            if polled.is_ready() {
+                this.fut.drop_future();
+            }
+            polled
+        }));
+        match outcome {
+            Ok(polled) => polled,
             Err(payload) => {
                 let chain = this.fut.owner();
                 let resp = to_response(&chain.panic_handler, chain.name(this.entry), payload);
-                // The future that panicked goes now; a second panic from its
-                // drop changes nothing for the response.
+                // The future that panicked (if the poll did) goes now; a
+                // second panic from its drop changes nothing for the
+                // response.
                 crate::coro::contain(
                     "an async layer's future panicked while it was dropped after it had panicked",
                     || this.fut.drop_future(),
                 );
-                return Poll::Ready(resp);
-            }
-        };
-        match panic::catch_unwind(AssertUnwindSafe(|| this.fut.drop_future())) {
-            Ok(()) => Poll::Ready(resp),
-            Err(payload) => {
-                drop(resp);
-                let chain = this.fut.owner();
-                Poll::Ready(to_response(
-                    &chain.panic_handler,
-                    chain.name(this.entry),
-                    payload,
-                ))
+                Poll::Ready(resp)
             }
         }
     }
