@@ -757,3 +757,62 @@ fn enter_span_guard_held_across_get_response_on_interleaved_requests() {
     }
     assert_eq!(logs.matches("after get_response").count(), 2, "{logs}");
 }
+
+/// Cleanup through `wait` in a destructor of a cancelled Adapt request:
+/// the cancel signal has fired, and the wait must run the cleanup to its
+/// end rather than raise `Cancelled` again inside the unwind (which would
+/// abort the process).
+#[test]
+fn cleanup_through_wait_on_a_cancelled_adapt_thread() {
+    run_child("child_cleanup_through_wait_on_a_cancelled_adapt_thread");
+}
+
+struct WaitOnDrop(Arc<AtomicUsize>);
+
+impl Drop for WaitOnDrop {
+    fn drop(&mut self) {
+        let n = wait(async {
+            tokio::task::yield_now().await;
+            1
+        });
+        self.0.fetch_add(n, Ordering::SeqCst);
+    }
+}
+
+#[test]
+#[ignore = "run in a child process by cleanup_through_wait_on_a_cancelled_adapt_thread"]
+fn child_cleanup_through_wait_on_a_cancelled_adapt_thread() {
+    let cleaned = Arc::new(AtomicUsize::new(0));
+    let c = cleaned.clone();
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let p = Pipeline::builder()
+        .mode(Mode::Adapt)
+        .sync(move |req: Request, next: &mut Next| {
+            let _cleanup = WaitOnDrop(c.clone());
+            tx.lock().unwrap().send(()).unwrap();
+            next.get_response(req)
+        })
+        .view(|_req: Request| std::future::pending::<Response>())
+        .build()
+        .unwrap();
+    let rt = rt();
+    rt.block_on(async {
+        let mut f = Box::pin(p.handle(req("/")));
+        while rx.try_recv().is_err() {
+            assert!(poll_once(f.as_mut()).is_pending());
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        drop(f); // the held thread unwinds from `get_response`
+        let t0 = Instant::now();
+        while cleaned.load(Ordering::SeqCst) == 0 && t0.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    assert_eq!(
+        cleaned.load(Ordering::SeqCst),
+        1,
+        "the cleanup ran to its end"
+    );
+    println!("CHILD-OK");
+}

@@ -133,6 +133,12 @@ fn wait_off_fiber<F: Future>(fut: Pin<&mut F>) -> F::Output {
         crate::panic::off_fiber("wait");
     }
     let handle = tokio::runtime::Handle::current();
+    // While the thread unwinds (a destructor during the cancellation's own
+    // unwind: the signal has fired), raising `Cancelled` again would abort
+    // the process: the future is simply driven to its end.
+    if std::thread::panicking() {
+        return handle.block_on(fut);
+    }
     // A `wait` nested in one further out (inside its future) finds the
     // signal taken and waits without it; the outer one still watches.
     let Some(mut cancelled) = request::take_cancel_signal() else {
