@@ -15,12 +15,11 @@ mod capture;
 mod common;
 
 use std::collections::HashSet;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{ok, poll_once, req, rt, text};
+use common::{ok, poll_once, req, rt, run_child_ok, text};
 use suspendware::{blocking, wait, Next, Pipeline, Request, Response};
 
 /// A user value whose destructor panics.
@@ -30,45 +29,6 @@ impl Drop for Bomb {
     fn drop(&mut self) {
         panic!("{}", self.0);
     }
-}
-
-/// Runs the ignored test `name` of this binary in a child process; fails
-/// with its output unless it exits successfully.
-fn run_child(name: &str) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            name,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("RUST_BACKTRACE", "0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("child {name} did not finish (a thread stayed blocked)");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        status.success() && text.contains("CHILD-OK"),
-        "child {name} failed ({status}):\n{text}"
-    );
 }
 
 /// After a case: the process is alive, every stack is back, and the thread
@@ -117,7 +77,7 @@ fn blocking_bomb_pipeline(release: mpsc::Receiver<()>) -> Pipeline {
 
 #[test]
 fn blocking_result_dropped_by_a_cancellation() {
-    run_child("child_blocking_result_dropped_by_a_cancellation");
+    run_child_ok("child_blocking_result_dropped_by_a_cancellation");
 }
 
 #[test]
@@ -148,7 +108,7 @@ fn child_blocking_result_dropped_by_a_cancellation() {
 /// returns.
 #[test]
 fn blocking_result_dropped_by_the_reaper() {
-    run_child("child_blocking_result_dropped_by_the_reaper");
+    run_child_ok("child_blocking_result_dropped_by_the_reaper");
 }
 
 #[test]
@@ -186,7 +146,7 @@ fn child_blocking_result_dropped_by_the_reaper() {
 
 #[test]
 fn waited_future_dropped_by_a_cancellation() {
-    run_child("child_waited_future_dropped_by_a_cancellation");
+    run_child_ok("child_waited_future_dropped_by_a_cancellation");
 }
 
 #[test]
@@ -259,6 +219,18 @@ impl tracing::field::Visit for IsSync {
     }
 }
 
+impl ExitPanics {
+    /// Makes a fresh one the process's subscriber (each case's child
+    /// process installs its own).
+    fn install() {
+        tracing::subscriber::set_global_default(ExitPanics {
+            next: AtomicU64::new(1),
+            sync_spans: Mutex::new(HashSet::new()),
+        })
+        .unwrap();
+    }
+}
+
 impl tracing::Subscriber for ExitPanics {
     fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
         Some(tracing::level_filters::LevelFilter::TRACE)
@@ -299,17 +271,13 @@ impl tracing::Subscriber for ExitPanics {
 
 #[test]
 fn layer_span_exited_by_a_cancellation() {
-    run_child("child_layer_span_exited_by_a_cancellation");
+    run_child_ok("child_layer_span_exited_by_a_cancellation");
 }
 
 #[test]
 #[ignore = "run in a child process by layer_span_exited_by_a_cancellation"]
 fn child_layer_span_exited_by_a_cancellation() {
-    tracing::subscriber::set_global_default(ExitPanics {
-        next: AtomicU64::new(1),
-        sync_spans: Mutex::new(HashSet::new()),
-    })
-    .unwrap();
+    ExitPanics::install();
     let p = Pipeline::builder()
         .sync(|req: Request, next: &mut Next| next.get_response(req))
         .view(|_req: Request| std::future::pending::<Response>())
@@ -347,7 +315,7 @@ impl Drop for ExtBomb {
 
 #[test]
 fn request_dropped_before_its_fiber_started() {
-    run_child("child_request_dropped_before_its_fiber_started");
+    run_child_ok("child_request_dropped_before_its_fiber_started");
 }
 
 #[test]
@@ -388,17 +356,13 @@ fn child_request_dropped_before_its_fiber_started() {
 
 #[test]
 fn span_entered_by_a_cancellation() {
-    run_child("child_span_entered_by_a_cancellation");
+    run_child_ok("child_span_entered_by_a_cancellation");
 }
 
 #[test]
 #[ignore = "run in a child process by span_entered_by_a_cancellation"]
 fn child_span_entered_by_a_cancellation() {
-    tracing::subscriber::set_global_default(ExitPanics {
-        next: AtomicU64::new(1),
-        sync_spans: Mutex::new(HashSet::new()),
-    })
-    .unwrap();
+    ExitPanics::install();
     let ran_on = Arc::new(AtomicBool::new(false));
     let r2 = ran_on.clone();
     let p = Pipeline::builder()
@@ -449,17 +413,13 @@ impl Drop for MarkUnwound {
 
 #[test]
 fn held_thread_span_exited_by_a_cancellation() {
-    run_child("child_held_thread_span_exited_by_a_cancellation");
+    run_child_ok("child_held_thread_span_exited_by_a_cancellation");
 }
 
 #[test]
 #[ignore = "run in a child process by held_thread_span_exited_by_a_cancellation"]
 fn child_held_thread_span_exited_by_a_cancellation() {
-    tracing::subscriber::set_global_default(ExitPanics {
-        next: AtomicU64::new(1),
-        sync_spans: Mutex::new(HashSet::new()),
-    })
-    .unwrap();
+    ExitPanics::install();
     let (entered_tx, entered_rx) = mpsc::channel();
     let entered_tx = Mutex::new(entered_tx);
     let p = Pipeline::builder()
@@ -507,17 +467,13 @@ fn child_held_thread_span_exited_by_a_cancellation() {
 
 #[test]
 fn request_span_entered_by_a_cancellation() {
-    run_child("child_request_span_entered_by_a_cancellation");
+    run_child_ok("child_request_span_entered_by_a_cancellation");
 }
 
 #[test]
 #[ignore = "run in a child process by request_span_entered_by_a_cancellation"]
 fn child_request_span_entered_by_a_cancellation() {
-    tracing::subscriber::set_global_default(ExitPanics {
-        next: AtomicU64::new(1),
-        sync_spans: Mutex::new(HashSet::new()),
-    })
-    .unwrap();
+    ExitPanics::install();
     let p = Pipeline::builder()
         .sync(|req: Request, next: &mut Next| next.get_response(req))
         .view(|_req: Request| std::future::pending::<Response>())

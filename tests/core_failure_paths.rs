@@ -27,13 +27,12 @@ mod common;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use common::{ok, panic_message, poll_once, req, rt, text};
+use common::{ok, panic_message, poll_once, req, rt, run_child_ok, text};
 use suspendware::hooks::{ExceptionInfo, HookMiddleware, RequestHead};
 use suspendware::panic::PanicInfo;
 use suspendware::runtime::Runtime;
@@ -42,46 +41,6 @@ use suspendware::{
 };
 
 const MODES: [Mode; 3] = [Mode::Suspend, Mode::Adapt, Mode::ThreadHop];
-
-/// Runs the ignored test `name` of this binary in a child process; fails
-/// with its output unless it exits successfully (as in
-/// `core_cleanup_panics`).
-fn run_child(name: &str) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            name,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("RUST_BACKTRACE", "0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("child {name} did not finish (a thread stayed blocked)");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        status.success() && text.contains("CHILD-OK"),
-        "child {name} failed ({status}):\n{text}"
-    );
-}
 
 /// The response of one request, or the message of the panic that escaped
 /// `handle`'s future instead.
@@ -323,7 +282,7 @@ fn waiting_forever(entered: mpsc::Sender<()>, unwound: Arc<AtomicUsize>) -> Pipe
 
 #[test]
 fn a_cancelled_adapt_request_waiting_in_wait_frees_its_thread() {
-    run_child("child_a_cancelled_adapt_request_waiting_in_wait_frees_its_thread");
+    run_child_ok("child_a_cancelled_adapt_request_waiting_in_wait_frees_its_thread");
 }
 
 #[test]
@@ -355,7 +314,7 @@ fn child_a_cancelled_adapt_request_waiting_in_wait_frees_its_thread() {
 
 #[test]
 fn runtime_shutdown_returns_with_an_adapt_request_waiting_in_wait() {
-    run_child("child_runtime_shutdown_returns_with_an_adapt_request_waiting_in_wait");
+    run_child_ok("child_runtime_shutdown_returns_with_an_adapt_request_waiting_in_wait");
 }
 
 #[test]
@@ -400,7 +359,7 @@ impl Drop for SleepOnDrop {
 
 #[test]
 fn sleep_in_a_destructor_of_a_panicking_request_on_a_runtime_worker() {
-    run_child("child_sleep_in_a_destructor_of_a_panicking_request_on_a_runtime_worker");
+    run_child_ok("child_sleep_in_a_destructor_of_a_panicking_request_on_a_runtime_worker");
 }
 
 #[test]
@@ -437,7 +396,7 @@ fn child_sleep_in_a_destructor_of_a_panicking_request_on_a_runtime_worker() {
 
 #[test]
 fn sleep_in_a_destructor_of_a_cancelled_request() {
-    run_child("child_sleep_in_a_destructor_of_a_cancelled_request");
+    run_child_ok("child_sleep_in_a_destructor_of_a_cancelled_request");
 }
 
 #[test]
@@ -764,7 +723,7 @@ fn enter_span_guard_held_across_get_response_on_interleaved_requests() {
 /// abort the process).
 #[test]
 fn cleanup_through_wait_on_a_cancelled_adapt_thread() {
-    run_child("child_cleanup_through_wait_on_a_cancelled_adapt_thread");
+    run_child_ok("child_cleanup_through_wait_on_a_cancelled_adapt_thread");
 }
 
 struct WaitOnDrop(Arc<AtomicUsize>);

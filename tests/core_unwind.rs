@@ -13,12 +13,11 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{ok, poll_once, req, rt, text, Events};
+use common::{ok, poll_once, req, rt, run_child, text, Events};
 use suspendware::{blocking, wait, Next, Pipeline, Request, Response};
 
 /// A value delivered by another thread after `ms` milliseconds: a future
@@ -46,42 +45,6 @@ impl Drop for Transaction {
             std::thread::panicking()
         ));
     }
-}
-
-/// Runs the ignored test `name` of this binary in a child process and
-/// returns its output; fails if it does not exit successfully in time.
-fn run_child(name: &str) -> String {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            name,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("child {name} did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(status.success(), "child {name} failed ({status}):\n{text}");
-    text
 }
 
 #[test]

@@ -128,17 +128,20 @@ fn push_on_thread(span: Span) -> LayerSpan {
 fn pop_from_thread(id: &tracing::span::Id) {
     // Taken out first, exited and closed after the borrow ends: the
     // subscriber may enter spans of its own.
-    let span = THREAD_SPANS.with(|spans| {
-        let mut spans = spans.borrow_mut();
-        spans
-            .iter()
-            .rposition(|s| s.id().as_ref() == Some(id))
-            .map(|i| spans.remove(i))
-    });
+    let span = THREAD_SPANS.with(|spans| take_span(&mut spans.borrow_mut(), id));
     if let Some(s) = span {
         exit(&s);
         close(s);
     }
+}
+
+/// Takes the span `id` out of `spans` (entered spans, innermost last; the
+/// search from the end normally stops at once).
+pub(crate) fn take_span(spans: &mut Vec<Span>, id: &tracing::span::Id) -> Option<Span> {
+    spans
+        .iter()
+        .rposition(|s| s.id().as_ref() == Some(id))
+        .map(|i| spans.remove(i))
 }
 
 impl LayerSpan {

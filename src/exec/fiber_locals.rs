@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tracing::Span;
 
 use crate::bridge::pool::BlockingPool;
-use crate::bridge::span::{close, enter, exit};
+use crate::bridge::span::{close, enter, exit, take_span};
 use crate::coro::{self, Fiber, Hooks};
 use crate::exec::active::{self, NO_LAYER};
 use crate::exec::chain::Chain;
@@ -188,13 +188,7 @@ impl FiberLocals {
     pub(crate) fn remove_span(&self, id: &tracing::span::Id) {
         // Taken out first, exited and dropped after the borrow ends: a
         // subscriber's `exit`/`try_close` may call back into this fiber.
-        let span = {
-            let mut spans = self.spans.borrow_mut();
-            spans
-                .iter()
-                .rposition(|s| s.id().as_ref() == Some(id))
-                .map(|i| spans.remove(i))
-        };
+        let span = take_span(&mut self.spans.borrow_mut(), id);
         if let Some(s) = span {
             exit(&s);
             close(s);

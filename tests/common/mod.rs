@@ -183,3 +183,53 @@ pub fn threads_except_tests(tests: &[&str]) -> usize {
         })
         .count()
 }
+
+/// Runs the ignored test `name` of the current test binary in a child
+/// process (for what would take the whole binary down: an abort, a hang),
+/// and returns its output. Fails with that output unless the child exits
+/// successfully within 60 s (it is killed then).
+pub fn run_child(name: &str) -> String {
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            name,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("child {name} did not finish within 60 s (a thread stayed blocked)");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(status.success(), "child {name} failed ({status}):\n{text}");
+    text
+}
+
+/// [`run_child`], and the child printed `CHILD-OK` (it got to its end).
+pub fn run_child_ok(name: &str) {
+    let out = run_child(name);
+    assert!(
+        out.contains("CHILD-OK"),
+        "child {name} did not finish:\n{out}"
+    );
+}
