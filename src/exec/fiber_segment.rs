@@ -76,7 +76,9 @@ impl FiberSegmentFuture {
     ) -> Self {
         let state = match chain.pool.try_acquire() {
             Ok(Some(stack)) => start_fiber(&chain, rctx.as_ref(), stack, layers, req),
-            Ok(None) => {
+            // Full, or the process's map budget spent: wait (bounded) for
+            // either to change.
+            Ok(None) | Err(StackError::MapBudget { .. }) => {
                 let pool = chain.pool.clone();
                 State::Acquire(Box::new(Acquire {
                     req: Some(req),

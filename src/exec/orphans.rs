@@ -40,10 +40,23 @@ struct Orphan {
 #[derive(Default)]
 struct Orphanage {
     orphans: Vec<Orphan>,
-    /// Reapers made on this thread and not yet dropped.
-    reapers: usize,
-    /// The waker of this thread's reaper task, once it has been polled.
-    reaper: Option<Waker>,
+    /// Reapers made on this thread and not yet dropped: each one's id and,
+    /// once it has been polled, its task's waker. Kept per reaper: with one
+    /// shared slot, dropping the reaper polled last left the slot (and the
+    /// orphans' completions) pointing at a dead task, and the surviving
+    /// reaper never reaped again (`core_failure_paths`).
+    reapers: Vec<(u64, Option<Waker>)>,
+    next_id: u64,
+}
+
+impl Orphanage {
+    /// Wakes every live reaper: each polls every orphan (re-registering
+    /// their completions with its own waker).
+    fn wake_reapers(&self) {
+        for w in self.reapers.iter().filter_map(|(_, w)| w.as_ref()) {
+            w.wake_by_ref();
+        }
+    }
 }
 
 thread_local! {
@@ -56,12 +69,10 @@ pub(crate) fn adopt(chain: Arc<Chain>, fiber: RequestFiber) {
     let rejected = ORPHANS
         .try_with(|o| {
             let mut o = o.borrow_mut();
-            if o.reapers == 0 {
+            if o.reapers.is_empty() {
                 return Some(orphan);
             }
-            if let Some(w) = &o.reaper {
-                w.wake_by_ref();
-            }
+            o.wake_reapers();
             o.orphans.push(orphan);
             None
         })
@@ -99,6 +110,8 @@ fn reap(orphan: Orphan) {
 /// closures).
 #[derive(Debug)]
 pub struct Reaper {
+    /// Its entry in this thread's `Orphanage::reapers`.
+    id: u64,
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
@@ -107,8 +120,15 @@ impl Reaper {
     /// it (as `spawn_local` does). Orphans are kept for it from now on,
     /// even before its first poll.
     pub fn new() -> Reaper {
-        ORPHANS.with(|o| o.borrow_mut().reapers += 1);
+        let id = ORPHANS.with(|o| {
+            let mut o = o.borrow_mut();
+            let id = o.next_id;
+            o.next_id += 1;
+            o.reapers.push((id, None));
+            id
+        });
         Reaper {
+            id,
             _not_send: std::marker::PhantomData,
         }
     }
@@ -126,9 +146,11 @@ impl Future for Reaper {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let ready: Vec<Orphan> = ORPHANS.with(|o| {
             let mut o = o.borrow_mut();
-            match &mut o.reaper {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                slot => *slot = Some(cx.waker().clone()),
+            if let Some((_, slot)) = o.reapers.iter_mut().find(|(id, _)| *id == self.id) {
+                match slot {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    slot => *slot = Some(cx.waker().clone()),
+                }
             }
             let all = std::mem::take(&mut o.orphans);
             let (ready, waiting): (Vec<_>, Vec<_>) = all.into_iter().partition(|orphan| {
@@ -153,15 +175,13 @@ impl Drop for Reaper {
         let left = ORPHANS
             .try_with(|o| {
                 let mut o = o.borrow_mut();
-                o.reapers -= 1;
-                if o.reapers > 0 {
-                    // Another reaper of this thread takes over.
-                    if let Some(w) = &o.reaper {
-                        w.wake_by_ref();
-                    }
+                o.reapers.retain(|(id, _)| *id != self.id);
+                if !o.reapers.is_empty() {
+                    // The others take over: woken, each polls the orphans
+                    // and their completions wake it from then on.
+                    o.wake_reapers();
                     return Vec::new();
                 }
-                o.reaper = None;
                 std::mem::take(&mut o.orphans)
             })
             .unwrap_or_default();

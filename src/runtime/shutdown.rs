@@ -22,6 +22,13 @@ impl Runtime {
     /// Stops accepting work, lets work in flight finish for up to `grace`,
     /// drops (cancels) what is left, and joins the workers.
     ///
+    /// It returns soon after the deadline, with two exceptions. A cancelled
+    /// request's `blocking` closure that still borrows its fiber's frames
+    /// is waited for, because the fiber may not unwind before it returns.
+    /// A held thread (Adapt, ThreadHop) busy in your code gets one more
+    /// second, then is left to finish on its own; it unwinds when it next
+    /// calls `get_response`.
+    ///
     /// Blocks the calling thread; from async code run it with
     /// `tokio::task::spawn_blocking`.
     ///

@@ -8,7 +8,7 @@ use std::cell::Cell;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::thread::{self, JoinHandle};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::LocalSet;
@@ -143,6 +143,13 @@ pub(crate) fn on_runtime(id: usize) -> bool {
     CURRENT.with(|c| c.get()).is_some_and(|(r, _)| r == id)
 }
 
+/// How long a stopping worker waits for its runtime's blocking threads
+/// (held threads unwinding from their cancellation finish in microseconds)
+/// before it leaves the rest to finish detached: a held thread inside slow
+/// user code kept `Runtime::shutdown` waiting for as long as that code ran
+/// (`core_failure_paths`).
+const BLOCKING_LINGER: Duration = Duration::from_secs(1);
+
 /// Starts worker `index`; returns once its tokio runtime exists.
 ///
 /// `stop` carries the shutdown deadline, set before the queue is closed:
@@ -186,10 +193,21 @@ pub(crate) fn spawn(
         // their fiber, without blocking this worker (`exec::orphans`).
         local.spawn_local(crate::exec::orphans::Reaper::new());
         let report = local.block_on(&rt, work.serve(start, grace));
-        // Drop what outlived the deadline inside the runtime's context, so
-        // cancelled fibers unwind with timers and I/O still reachable.
-        let _enter = rt.enter();
-        drop(local);
+        {
+            // Drop what outlived the deadline inside the runtime's context,
+            // so cancelled fibers unwind with timers and I/O still
+            // reachable. The reaper's drop waits here for `blocking`
+            // closures that still borrow a cancelled fiber's frames: that
+            // wait is needed for soundness.
+            let _enter = rt.enter();
+            drop(local);
+        }
+        // What still runs on this runtime's blocking threads owns its
+        // frames: a held thread busy in user code (Adapt, a hop), which
+        // unwinds when it next reaches `get_response`, or a blocking-pool
+        // drainer. Dropping the runtime would join them without bound;
+        // they get `BLOCKING_LINGER` to finish, then run on detached.
+        rt.shutdown_timeout(BLOCKING_LINGER);
         report
     })?;
     match ready_rx.recv() {

@@ -75,6 +75,10 @@ pub const DEFAULT_STACK_WAIT: Duration = Duration::from_secs(5);
 /// budget (BENCHMARKS.md, "Fourth round (issue 13)").
 pub(crate) const STARVING_AFTER: Duration = Duration::from_millis(50);
 
+/// How often a request waiting because the process's map budget is spent
+/// retries (budget freed by other pools does not notify this one).
+const BUDGET_RETRY: Duration = Duration::from_millis(10);
+
 /// Default time a free stack may stay idle before it is unmapped: 10 s.
 ///
 /// Long enough that steady traffic (which reuses the most recently freed
@@ -503,6 +507,12 @@ impl PoolInner {
 }
 
 impl crate::stack::trim::Trim for PoolInner {
+    fn reclaim(&self) -> usize {
+        let n = self.core.trim();
+        PROCESS_STACKS.fetch_sub(n, Ordering::Relaxed);
+        n
+    }
+
     fn trim(&self) -> usize {
         let n = self.trim_idle();
         if n > 0 {
@@ -655,9 +665,18 @@ impl StackPool {
 
     fn allocate(&self) -> Result<DefaultStack, StackError> {
         let budget = default_stack_budget();
-        let prev = PROCESS_STACKS.fetch_add(1, Ordering::Relaxed);
-        if prev >= budget {
-            PROCESS_STACKS.fetch_sub(1, Ordering::Relaxed);
+        let take = || {
+            let prev = PROCESS_STACKS.fetch_add(1, Ordering::Relaxed);
+            if prev >= budget {
+                PROCESS_STACKS.fetch_sub(1, Ordering::Relaxed);
+                return false;
+            }
+            true
+        };
+        // Spent: other pools' idle stacks may hold it; unmap them and try
+        // once more (this pool's own free list is empty: `try_acquire` took
+        // from it first).
+        if !take() && (crate::stack::trim::reclaim_idle() == 0 || !take()) {
             return Err(StackError::MapBudget {
                 budget,
                 max_map_count: max_map_count(),
@@ -682,8 +701,14 @@ impl StackPool {
     /// the hand-off queue where the oldest request gets the next freed slot
     /// (see [`PoolCore`]).
     pub(crate) async fn acquire(&self) -> Result<DefaultStack, StackError> {
-        if let Some(s) = self.try_acquire()? {
-            return Ok(s);
+        // The last attempt's failure to map a stack because the process's
+        // map budget was spent (`None`: the pool's own slots were full).
+        let mut spent = None;
+        match self.try_acquire() {
+            Ok(Some(s)) => return Ok(s),
+            Ok(None) => {}
+            Err(e @ StackError::MapBudget { .. }) => spent = Some(e),
+            Err(e) => return Err(e),
         }
         let inner = &self.inner;
         let full = || StackError::Exhausted {
@@ -691,7 +716,7 @@ impl StackPool {
             waited: inner.wait,
         };
         if inner.wait.is_zero() {
-            return Err(full());
+            return Err(spent.unwrap_or_else(full));
         }
         let now = tokio::time::Instant::now();
         let deadline = now + inner.wait;
@@ -704,12 +729,29 @@ impl StackPool {
                 let notified = inner.notify.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                if let Some(s) = self.try_acquire()? {
-                    return Ok(s);
+                match self.try_acquire() {
+                    Ok(Some(s)) => return Ok(s),
+                    Ok(None) => spent = None,
+                    Err(e @ StackError::MapBudget { .. }) => spent = Some(e),
+                    Err(e) => return Err(e),
                 }
-                if tokio::time::timeout_at(starving, notified).await.is_err() {
-                    break;
+                if spent.is_none() {
+                    if tokio::time::timeout_at(starving, notified).await.is_err() {
+                        break;
+                    }
+                    continue;
                 }
+                // Blocked by the map budget, not by this pool's slots. Budget
+                // freed by another pool notifies nobody, and this attempt's
+                // own slot, given back, notified this very waiter (awaiting
+                // that spun without yielding: measured, a livelock), so
+                // retry every BUDGET_RETRY instead. Such a waiter never joins
+                // the queue, which orders waiters for this pool's slots.
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    return Err(spent.take().unwrap_or_else(full));
+                }
+                tokio::time::sleep_until((now + BUDGET_RETRY).min(deadline)).await;
             }
         }
         if tokio::time::Instant::now() >= deadline {

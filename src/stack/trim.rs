@@ -33,6 +33,8 @@ use std::time::Duration;
 pub(crate) trait Trim: Send + Sync {
     /// Unmaps what is idle for long enough; returns how many stacks.
     fn trim(&self) -> usize;
+    /// Unmaps every idle stack now, hot or not; returns how many.
+    fn reclaim(&self) -> usize;
     /// How often the pool wants a round (`None`: never).
     fn period(&self) -> Option<Duration>;
 }
@@ -75,6 +77,20 @@ pub(crate) fn register<T: Trim + 'static>(pool: Weak<T>) {
     }
     drop(reg);
     WAKE.notify_one();
+}
+
+/// Unmaps every idle stack of every registered pool, now; returns how
+/// many. For a pool that needs a stack when the process's map budget is
+/// spent: idle stacks of other pools would otherwise hold the budget for
+/// up to their idle timeout, and their hot sets for good, while this pool
+/// answers 503 (`core_failure_paths`). Pools without an idle timeout are
+/// not registered, and keep theirs.
+pub(crate) fn reclaim_idle() -> usize {
+    let live = {
+        let mut reg = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+        live_pools(&mut reg).0
+    };
+    live.iter().map(|p| p.reclaim()).sum()
 }
 
 /// The live pools and the shortest period among them; prunes dead ones.
