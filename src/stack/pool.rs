@@ -76,8 +76,13 @@ pub const DEFAULT_STACK_WAIT: Duration = Duration::from_secs(5);
 pub(crate) const STARVING_AFTER: Duration = Duration::from_millis(50);
 
 /// How often a request waiting because the process's map budget is spent
-/// retries (budget freed by other pools does not notify this one).
+/// retries (budget freed by other pools does not notify this one): first
+/// after `BUDGET_RETRY`, then at twice the previous interval, up to
+/// `BUDGET_RETRY_MAX`, so that thousands of such waiters (an overload,
+/// when CPU matters most) retry a few tens of thousands of times a second
+/// at most, not hundreds of thousands.
 const BUDGET_RETRY: Duration = Duration::from_millis(10);
+const BUDGET_RETRY_MAX: Duration = Duration::from_millis(100);
 
 /// Default time a free stack may stay idle before it is unmapped: 10 s.
 ///
@@ -111,11 +116,16 @@ pub fn max_map_count() -> usize {
 /// need more in-flight requests raise `vm.max_map_count` (as Elasticsearch
 /// asks its users to).
 pub fn default_stack_budget() -> usize {
-    static BUDGET: OnceLock<usize> = OnceLock::new();
-    *BUDGET.get_or_init(|| {
-        let max = max_map_count();
-        (max.saturating_sub(map_headroom(max)) / 2).max(1)
-    })
+    let max = budget_max_map_count();
+    (max.saturating_sub(map_headroom(max)) / 2).max(1)
+}
+
+/// `vm.max_map_count` as read once for the budget (an error message built
+/// on every failed allocation, possibly thousands a second when the budget
+/// is spent, would otherwise read `/proc` each time).
+fn budget_max_map_count() -> usize {
+    static MAX: OnceLock<usize> = OnceLock::new();
+    *MAX.get_or_init(max_map_count)
 }
 
 /// Stacks allocated by all pools of this process. A plain std atomic even
@@ -679,7 +689,7 @@ impl StackPool {
         if !take() && (crate::stack::trim::reclaim_idle() == 0 || !take()) {
             return Err(StackError::MapBudget {
                 budget,
-                max_map_count: max_map_count(),
+                max_map_count: budget_max_map_count(),
             });
         }
         DefaultStack::new(self.inner.stack_size).map_err(|e| {
@@ -721,6 +731,7 @@ impl StackPool {
         let now = tokio::time::Instant::now();
         let deadline = now + inner.wait;
         let starving = (now + STARVING_AFTER).min(deadline);
+        let mut retry = BUDGET_RETRY;
         {
             // Competing.
             inner.core.add_waiter();
@@ -745,13 +756,15 @@ impl StackPool {
                 // freed by another pool notifies nobody, and this attempt's
                 // own slot, given back, notified this very waiter (awaiting
                 // that spun without yielding: measured, a livelock), so
-                // retry every BUDGET_RETRY instead. Such a waiter never joins
-                // the queue, which orders waiters for this pool's slots.
+                // retry after a growing interval instead. Such a waiter
+                // never joins the queue, which orders waiters for this
+                // pool's slots.
                 let now = tokio::time::Instant::now();
                 if now >= deadline {
                     return Err(spent.take().unwrap_or_else(full));
                 }
-                tokio::time::sleep_until((now + BUDGET_RETRY).min(deadline)).await;
+                tokio::time::sleep_until((now + retry).min(deadline)).await;
+                retry = (retry * 2).min(BUDGET_RETRY_MAX);
             }
         }
         if tokio::time::Instant::now() >= deadline {

@@ -85,13 +85,37 @@ pub(crate) fn register<T: Trim + 'static>(pool: Weak<T>) {
 /// up to their idle timeout, and their hot sets for good, while this pool
 /// answers 503 (`core_failure_paths`). Pools without an idle timeout are
 /// not registered, and keep theirs.
+///
+/// At most one pass per `RECLAIM_EVERY` in the process (others return 0 at
+/// once): requests waiting for a spent budget retry it, possibly thousands
+/// of them, and a pass locks every pool.
 pub(crate) fn reclaim_idle() -> usize {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = crate::coro::coarse_now_ns();
+    let last = LAST.load(std::sync::atomic::Ordering::Relaxed);
+    if last != 0 && now.saturating_sub(last) < RECLAIM_EVERY.as_nanos() as u64 {
+        return 0;
+    }
+    if LAST
+        .compare_exchange(
+            last,
+            now.max(1),
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+        )
+        .is_err()
+    {
+        return 0;
+    }
     let live = {
         let mut reg = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
         live_pools(&mut reg).0
     };
     live.iter().map(|p| p.reclaim()).sum()
 }
+
+/// The shortest time between two [`reclaim_idle`] passes.
+const RECLAIM_EVERY: Duration = Duration::from_millis(10);
 
 /// The live pools and the shortest period among them; prunes dead ones.
 fn live_pools(reg: &mut Registry) -> (Vec<std::sync::Arc<dyn Trim>>, Option<Duration>) {
