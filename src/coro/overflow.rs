@@ -185,7 +185,10 @@ fn report_and_abort(stack_size: usize) -> ! {
         buf[n..n + take].copy_from_slice(&s[..take]);
         n += take;
     };
-    put(b"\nsuspendware: a sync middleware overflowed its fiber stack of ");
+    // Not only middleware runs on a fiber: a sync view, a hook, the panic
+    // handler and futures passed to `wait` do too.
+    put(b"\nsuspendware: code on a fiber (sync middleware or view, a hook, the panic \
+          handler, or a future passed to wait) overflowed its fiber stack of ");
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     let mut v = stack_size;
