@@ -187,8 +187,10 @@ fn report_and_abort(stack_size: usize) -> ! {
     };
     // Not only middleware runs on a fiber: a sync view, a hook, the panic
     // handler and futures passed to `wait` do too.
-    put(b"\nsuspendware: code on a fiber (sync middleware or view, a hook, the panic \
-          handler, or a future passed to wait) overflowed its fiber stack of ");
+    put(
+        b"\nsuspendware: code on a fiber (sync middleware or view, a hook, the panic \
+          handler, or a future passed to wait) overflowed its fiber stack of ",
+    );
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     let mut v = stack_size;
