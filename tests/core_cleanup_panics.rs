@@ -44,6 +44,22 @@ fn still_serving(p: &Pipeline, rt: &tokio::runtime::Runtime) {
     println!("CHILD-OK");
 }
 
+/// Starts one request, lets it suspend in `get_response`, and drops it
+/// (cancels it) with `armed` set, so the subscriber fails during the
+/// cancellation only.
+fn drop_suspended_while(p: &Pipeline, rt: &tokio::runtime::Runtime, armed: &AtomicBool) {
+    rt.block_on(async {
+        let mut f = Box::pin(p.handle(req("/")));
+        assert!(
+            poll_once(f.as_mut()).is_pending(),
+            "suspended in get_response"
+        );
+        armed.store(true, Ordering::SeqCst);
+        drop(f);
+        armed.store(false, Ordering::SeqCst);
+    });
+}
+
 /// `logs` report the contained panic: `what`, with the panic's message.
 fn assert_logged(logs: &str, what: &str, message: &str) {
     assert!(
@@ -284,16 +300,7 @@ fn child_layer_span_exited_by_a_cancellation() {
         .build()
         .unwrap();
     let rt = rt();
-    rt.block_on(async {
-        let mut f = Box::pin(p.handle(req("/")));
-        assert!(
-            poll_once(f.as_mut()).is_pending(),
-            "suspended in get_response"
-        );
-        ARMED.store(true, Ordering::SeqCst);
-        drop(f);
-        ARMED.store(false, Ordering::SeqCst);
-    });
+    drop_suspended_while(&p, &rt, &ARMED);
     still_serving(&p, &rt);
 }
 
@@ -377,16 +384,7 @@ fn child_span_entered_by_a_cancellation() {
         .build()
         .unwrap();
     let rt = rt();
-    rt.block_on(async {
-        let mut f = Box::pin(p.handle(req("/")));
-        assert!(
-            poll_once(f.as_mut()).is_pending(),
-            "suspended in get_response"
-        );
-        ENTER_ARMED.store(true, Ordering::SeqCst);
-        drop(f);
-        ENTER_ARMED.store(false, Ordering::SeqCst);
-    });
+    drop_suspended_while(&p, &rt, &ENTER_ARMED);
     assert!(
         !ran_on.load(Ordering::SeqCst),
         "the cancelled request's middleware ran on past get_response ({:?})",

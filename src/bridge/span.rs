@@ -161,13 +161,15 @@ impl LayerSpan {
     }
 }
 
-// Every subscriber call the crate makes goes through these three: from a
+// Every span enter, exit and close the crate makes goes through these
+// three (creating spans and logging events are not cleanup paths): from a
 // fiber's hooks (on every switch, and in `resumed` as a cancelled fiber
 // resumes, where a panic would replace the cancellation and the cancelled
 // request's middleware would run on), from span guards' drops (inside a
 // cancellation's unwind, where a panic aborts the process), and from
-// [`InSpan`]. A subscriber is user code; its panic is contained and
-// logged, and only that span event is lost.
+// [`InSpan`] (the request's, the async layers' and the hops' futures). A
+// subscriber is user code; its panic is contained and logged, and only
+// that span event is lost.
 
 /// Enters `span` on this thread's subscriber.
 pub(crate) fn enter(span: &Span) {

@@ -4,8 +4,6 @@ use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 
-use tracing::Instrument;
-
 use crate::exec::request::{RequestCtx, ThreadScope};
 
 /// Runs `f` on tokio's blocking pool with `ctx` as the thread's request and
@@ -25,7 +23,10 @@ where
         let _span = crate::bridge::span::entered(&inner_span);
         panic::catch_unwind(AssertUnwindSafe(f))
     });
-    async move {
+    // In the crate's `InSpan`, as every future the crate runs in a span:
+    // the subscriber's calls are contained (`bridge/span.rs`). Boxed
+    // because `InSpan` needs `Unpin`; one allocation beside a thread hop.
+    let wait = Box::pin(async move {
         match join.await {
             Ok(Ok(v)) => v,
             Ok(Err(payload)) => panic::resume_unwind(payload),
@@ -33,6 +34,6 @@ where
                 "suspendware: a thread hop did not complete ({e}); is the runtime shutting down?"
             ),
         }
-    }
-    .instrument(span)
+    });
+    crate::bridge::span::InSpan::new(wait, span)
 }

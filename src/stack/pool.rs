@@ -498,6 +498,14 @@ pub(crate) struct PoolInner {
 }
 
 impl PoolInner {
+    /// Unmaps every free stack, hot or not, and gives them back to the
+    /// process budget; returns how many.
+    fn trim_all(&self) -> usize {
+        let n = self.core.trim();
+        PROCESS_STACKS.fetch_sub(n, Ordering::Relaxed);
+        n
+    }
+
     /// Unmaps the stacks idle for `idle_timeout` beyond the hot set (the
     /// munmaps run after the free list's lock is released); returns how
     /// many.
@@ -518,9 +526,7 @@ impl PoolInner {
 
 impl crate::stack::trim::Trim for PoolInner {
     fn reclaim(&self) -> usize {
-        let n = self.core.trim();
-        PROCESS_STACKS.fetch_sub(n, Ordering::Relaxed);
-        n
+        self.trim_all()
     }
 
     fn trim(&self) -> usize {
@@ -545,7 +551,7 @@ impl Drop for PoolInner {
         // The last handle is gone, so no stack is in use (each in-use stack's
         // fiber holds a handle through its chain): the free list is all, and
         // dropping it unmaps them. Give them back to the process budget.
-        PROCESS_STACKS.fetch_sub(self.core.trim(), Ordering::Relaxed);
+        self.trim_all();
     }
 }
 
@@ -642,9 +648,7 @@ impl StackPool {
     /// Unmaps every free stack, hot or not (e.g. after a traffic peak);
     /// returns how many.
     pub fn trim(&self) -> usize {
-        let n = self.inner.core.trim();
-        PROCESS_STACKS.fetch_sub(n, Ordering::Relaxed);
-        n
+        self.inner.trim_all()
     }
 
     /// Takes a stack without waiting. `Ok(None)` when all slots are taken,
