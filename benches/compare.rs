@@ -29,6 +29,8 @@ mod plot;
 mod probe;
 #[path = "compare/report.rs"]
 mod report;
+#[path = "compare/serve.rs"]
+mod serve;
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -64,6 +66,9 @@ fn main() {
     }
     if argv.first().map(String::as_str) == Some("--profile") {
         std::process::exit(profile(&argv[1..]));
+    }
+    if argv.first().map(String::as_str) == Some("--serve") {
+        std::process::exit(serve::run(&argv[1..]));
     }
     if !benching {
         std::process::exit(smoke());
@@ -152,6 +157,7 @@ fn smoke() -> i32 {
             k: 3,
             stack_kib: 0,
             blocking_ms: 1,
+            gap: false,
         };
         match run_child(&spec) {
             Ok(r)
@@ -273,6 +279,7 @@ fn orchestrate(o: &Options) -> i32 {
         ),
         ("secs_per_cell", o.secs.to_string()),
         ("blocking_ms", o.blocking_ms.to_string()),
+        ("gap", o.gap.to_string()),
         ("repeats", o.repeats.to_string()),
         ("quick", o.quick.to_string()),
     ];
@@ -326,6 +333,7 @@ fn orchestrate(o: &Options) -> i32 {
                         k: o.k,
                         stack_kib: o.stack_kib,
                         blocking_ms: o.blocking_ms,
+                        gap: o.gap,
                     };
                     match run_child(&spec) {
                         Ok(result) if result.get("hung") > 0.0 => {

@@ -22,6 +22,10 @@ usage: cargo bench --bench compare -- [options]
                      blk_inline,blk_blocking,blk_threads64,blk_on_thread,blk_adapt
                      (blk_threads512, blocking_threads(512), on request; the
                      blk_* modes use B=1 when it is not given)
+  --gap              each client yields to the executor once between a response and its next
+                     request, as a server connection does (its next request arrives later,
+                     through the socket): requests of different clients interleave instead of
+                     the next one starting in the poll that ended the last
   --replot           run nothing: redraw the tables and compare.svg from <out>/runs.csv
   --out DIR          output directory (default <target>/compare)";
 
@@ -36,6 +40,8 @@ pub struct Options {
     pub k: usize,
     pub stack_kib: usize,
     pub blocking_ms: u64,
+    /// `--gap`: a yield between a client's response and its next request.
+    pub gap: bool,
     pub out: PathBuf,
     pub quick: bool,
     pub replot: bool,
@@ -70,6 +76,7 @@ impl Options {
             k: 5,
             stack_kib: 0,
             blocking_ms: 1,
+            gap: false,
             out: default_out(),
             quick,
             replot: false,
@@ -79,6 +86,10 @@ impl Options {
         let mut it = args.iter();
         while let Some(a) = it.next() {
             if a == "--quick" {
+                continue;
+            }
+            if a == "--gap" {
+                o.gap = true;
                 continue;
             }
             if a == "--replot" {

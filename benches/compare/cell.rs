@@ -40,6 +40,9 @@ pub struct CellSpec {
     /// Blocking-workload modes: ms the middle layer blocks before and
     /// after `get_response`.
     pub blocking_ms: u64,
+    /// Each client yields once between a response and its next request
+    /// (`--gap`).
+    pub gap: bool,
 }
 
 impl CellSpec {
@@ -54,6 +57,7 @@ impl CellSpec {
             self.k.to_string(),
             self.stack_kib.to_string(),
             self.blocking_ms.to_string(),
+            u8::from(self.gap).to_string(),
         ]
     }
 
@@ -67,6 +71,7 @@ impl CellSpec {
             k: a.get(4)?.parse().ok()?,
             stack_kib: a.get(5)?.parse().ok()?,
             blocking_ms: a.get(6)?.parse().ok()?,
+            gap: a.get(7)? == "1",
         })
     }
 }
@@ -133,7 +138,14 @@ type SharedTally = Arc<Mutex<Tally>>;
 
 /// The closed loop of one client. The tally is behind a mutex (uncontended
 /// except in the multi-thread mode) so that the hang watchdog can read it.
-async fn client<F, Fut>(call: F, tally: SharedTally, deadline: Instant)
+///
+/// With `gap`, the client yields once before each next request: the other
+/// clients' requests run in between, as on a server where a connection's
+/// next request arrives through the socket after the response went out.
+/// Without it, the next request starts in the same poll that finished the
+/// last one, which lets a design that keeps one spare resource (the
+/// `stackful` crate's single cached stack) reuse it every time.
+async fn client<F, Fut>(call: F, tally: SharedTally, deadline: Instant, gap: bool)
 where
     F: Fn(Request) -> Fut,
     Fut: Future<Output = Response>,
@@ -142,15 +154,19 @@ where
         let start = Instant::now();
         let resp = call(common::request()).await;
         let took = start.elapsed();
-        let mut t = tally.lock().unwrap_or_else(|e| e.into_inner());
-        t.requests += 1;
-        if resp.status() != http::StatusCode::OK {
-            t.errors += 1;
+        {
+            let mut t = tally.lock().unwrap_or_else(|e| e.into_inner());
+            t.requests += 1;
+            if resp.status() != http::StatusCode::OK {
+                t.errors += 1;
+            }
+            t.hist.record(took);
         }
-        t.hist.record(took);
-        drop(t);
         if Instant::now() >= deadline {
             return;
+        }
+        if gap {
+            tokio::task::yield_now().await;
         }
     }
 }
@@ -164,16 +180,17 @@ enum Driver {
 }
 
 impl Driver {
-    fn client(&self, tally: SharedTally, deadline: Instant) -> JoinHandle<()> {
+    fn client(&self, tally: SharedTally, deadline: Instant, gap: bool) -> JoinHandle<()> {
         match self {
             Driver::Local(h) => {
                 let h = h.clone();
-                tokio::task::spawn_local(client(move |r| h.handle(r), tally, deadline))
+                tokio::task::spawn_local(client(move |r| h.handle(r), tally, deadline, gap))
             }
             &Driver::BlockInPlace { k, view } => tokio::spawn(client(
                 move |r| modes::block_in_place_request(k, view, r),
                 tally,
                 deadline,
+                gap,
             )),
         }
     }
@@ -306,7 +323,7 @@ async fn measure(spec: &CellSpec, driver: Driver) -> CellResult {
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(spec.secs);
     let clients: Vec<_> = (0..spec.n)
-        .map(|_| driver.client(tally.clone(), deadline))
+        .map(|_| driver.client(tally.clone(), deadline, spec.gap))
         .collect();
     for c in clients {
         c.await.expect("client task panicked");

@@ -338,6 +338,8 @@ pub fn read_runs(path: &Path, secs: f64, k: usize) -> Result<Vec<Run>, String> {
             stack_kib: 0,
             // Not in runs.csv (it is in summary.json's machine facts).
             blocking_ms: 0,
+            // Not in runs.csv either (summary.json's machine facts).
+            gap: false,
         };
         runs.push(Run {
             spec,
