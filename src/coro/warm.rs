@@ -100,7 +100,9 @@ impl Warmth {
     pub(super) fn before_resume(&self, limit: usize, base: usize) {
         // Not before the first run: the pool hands out the stack released
         // most recently (LIFO), still warm; prefetching it cost 1-9 % at
-        // N = 1,000 and gained nothing at 10,000.
+        // N = 1,000 and gained nothing at 10,000. With requests interleaved
+        // as on a server (`compare --gap`), where that stack has cooled, it
+        // gained nothing either (BENCHMARKS.md, "Ninth round").
         if self.suspended_at == 0 || LIVE.with(Cell::get) <= COLD_ABOVE {
             return;
         }
