@@ -186,23 +186,11 @@ fn smoke() -> i32 {
 /// --tool=callgrind` or `perf`, where two request counts give the marginal
 /// instructions per request. Not for `block_in_place` (multi-thread).
 fn profile(a: &[String]) -> i32 {
-    let parsed = (|| {
-        Some((
-            modes::Mode::parse(a.first()?)?,
-            a.get(1)?.parse::<usize>().ok()?,
-            a.get(2)?.parse::<u64>().ok()?,
-            a.get(3)?.parse::<u64>().ok()?,
-        ))
-    })();
-    let Some((mode, k, d_ms, reqs)) = parsed.filter(|p| !p.0.multi_thread()) else {
+    let Some((mode, k, d_ms, reqs)) = modes::mode_k_d_and::<u64>(a) else {
         eprintln!("usage: compare --profile MODE K D_MS REQUESTS (not block_in_place)");
         return 2;
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let local = tokio::task::LocalSet::new();
+    let (rt, local) = modes::local_runtime();
     let ok = local.block_on(&rt, async move {
         let h = modes::Handler::new(mode, k, common::ViewKind::from_ms(d_ms), 1);
         let mut ok = 0u64;

@@ -25,7 +25,10 @@
 # buffers, the task, and for the stackful modes the stack pages touched),
 # and non-2xx/socket errors.
 # Output: a Markdown table of medians on stdout; runs.csv and each run's wrk
-# output under OUT (default target/http_peers/).
+# output under OUT (default target/http_peers/). The build honours cargo's
+# environment, e.g. the LTO profile README recommends:
+#   CARGO_TARGET_DIR=target/lto CARGO_PROFILE_RELEASE_LTO=fat \
+#   CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 scripts/http_peers.sh --d 0
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,7 +63,7 @@ if ! command -v wrk >/dev/null; then
 fi
 ulimit -n "$(ulimit -Hn)"
 cargo build --release --quiet -p suspendware-benches --bench compare
-BIN=$(ls -t target/release/deps/compare-* | grep -v '\.d$' | head -1)
+BIN=$(ls -t "${CARGO_TARGET_DIR:-target}"/release/deps/compare-* | grep -v '\.d$' | head -1)
 mkdir -p "$OUT"
 CSV=$OUT/runs.csv
 echo "repeat,conns,d_ms,mode,rps,p50_ms,p99_ms,cpu_us_per_req,rss_kib_per_conn,errors" > "$CSV"

@@ -249,11 +249,7 @@ pub fn run(spec: &CellSpec) -> CellResult {
         };
         rt.block_on(measure(spec, driver))
     } else {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let local = tokio::task::LocalSet::new();
+        let (rt, local) = modes::local_runtime();
         local.block_on(&rt, async {
             let h = Handler::new(
                 spec.mode,

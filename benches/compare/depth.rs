@@ -120,11 +120,7 @@ pub fn run(k: usize) -> i32 {
         eprintln!("--stack-depth needs K >= 1");
         return 2;
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let local = tokio::task::LocalSet::new();
+    let (rt, local) = crate::modes::local_runtime();
     println!("K={k} working sync layers, view yields once; one request on a fresh stack");
     println!("| mode | stack size | outermost layer at (bytes below top) | bytes per further layer | innermost layer at | deepest byte written | resident stack pages after the request |");
     println!("|---|---:|---:|---:|---:|---:|---:|");

@@ -156,6 +156,32 @@ impl Mode {
     }
 }
 
+/// A current-thread runtime and a `LocalSet` to run the `!Send` modes on
+/// (every mode but `block_in_place`).
+pub fn local_runtime() -> (tokio::runtime::Runtime, tokio::task::LocalSet) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    (rt, tokio::task::LocalSet::new())
+}
+
+/// `MODE K D_MS X` (the arguments of `--profile` and `--serve`): a mode
+/// that runs on [`local_runtime`], the number of layers, the view's delay,
+/// and a fourth number.
+pub fn mode_k_d_and<T: std::str::FromStr>(a: &[String]) -> Option<(Mode, usize, u64, T)> {
+    let mode = Mode::parse(a.first()?)?;
+    if mode.multi_thread() {
+        return None;
+    }
+    Some((
+        mode,
+        a.get(1)?.parse().ok()?,
+        a.get(2)?.parse().ok()?,
+        a.get(3)?.parse().ok()?,
+    ))
+}
+
 type BoxFut = Pin<Box<dyn Future<Output = Response>>>;
 type TowerFn = Rc<dyn Fn(Request) -> BoxFut>;
 

@@ -20,27 +20,15 @@ use hyper_util::rt::TokioIo;
 use suspendware::{Body, Request};
 
 use crate::common::ViewKind;
-use crate::modes::{Handler, Mode};
+use crate::modes::{self, Handler};
 
 /// Parses `MODE K D_MS PORT` and serves until killed.
 pub fn run(a: &[String]) -> i32 {
-    let parsed = (|| {
-        Some((
-            Mode::parse(a.first()?)?,
-            a.get(1)?.parse::<usize>().ok()?,
-            a.get(2)?.parse::<u64>().ok()?,
-            a.get(3)?.parse::<u16>().ok()?,
-        ))
-    })();
-    let Some((mode, k, d_ms, port)) = parsed.filter(|p| !p.0.multi_thread()) else {
+    let Some((mode, k, d_ms, port)) = modes::mode_k_d_and::<u16>(a) else {
         eprintln!("usage: compare --serve MODE K D_MS PORT (not block_in_place)");
         return 2;
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let local = tokio::task::LocalSet::new();
+    let (rt, local) = modes::local_runtime();
     local.block_on(&rt, async move {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let listener = match tokio::net::TcpListener::bind(addr).await {
