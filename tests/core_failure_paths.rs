@@ -339,6 +339,65 @@ fn child_runtime_shutdown_returns_with_an_adapt_request_waiting_in_wait() {
     println!("CHILD-OK");
 }
 
+/// A hook whose `process_request` waits for a future that never finishes,
+/// on its ThreadHop hop.
+struct WaitingHook {
+    entered: Mutex<mpsc::Sender<()>>,
+    unwound: Arc<AtomicUsize>,
+}
+
+impl HookMiddleware for WaitingHook {
+    fn process_request(&self, _req: &mut Request) -> Option<Response> {
+        let _frame = Mark(self.unwound.clone());
+        self.entered.lock().unwrap().send(()).unwrap();
+        wait(std::future::pending::<()>());
+        None
+    }
+}
+
+/// The same for a ThreadHop hop: a hook blocked in `wait` kept its blocking
+/// thread after its request was cancelled, since a hop had no cancel
+/// signal (only an Adapt thread's link had one). Now every hop has one.
+#[test]
+fn a_cancelled_thread_hop_waiting_in_wait_frees_its_thread() {
+    run_child_ok("child_a_cancelled_thread_hop_waiting_in_wait_frees_its_thread");
+}
+
+#[test]
+#[ignore = "run in a child process by a_cancelled_thread_hop_waiting_in_wait_frees_its_thread"]
+fn child_a_cancelled_thread_hop_waiting_in_wait_frees_its_thread() {
+    let (tx, rx) = mpsc::channel();
+    let unwound = Arc::new(AtomicUsize::new(0));
+    let p = Pipeline::builder()
+        .mode(Mode::ThreadHop)
+        .hooks(WaitingHook {
+            entered: Mutex::new(tx),
+            unwound: unwound.clone(),
+        })
+        .view(|_req: Request| async { ok("unreached") })
+        .build()
+        .unwrap();
+    let rt = rt();
+    rt.block_on(async {
+        let mut f = Box::pin(p.handle(req("/")));
+        assert!(poll_once(f.as_mut()).is_pending());
+        rx.recv_timeout(Duration::from_secs(5)).unwrap(); // in `wait` on its hop
+        drop(f); // the client went away
+    });
+    let t0 = Instant::now();
+    while unwound.load(Ordering::SeqCst) == 0 && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let freed = unwound.load(Ordering::SeqCst) == 1;
+    // Dropping `rt` would wait for the blocked thread.
+    std::mem::forget(rt);
+    assert!(
+        freed,
+        "10 s after its request was cancelled, the hop is still blocked in `wait`"
+    );
+    println!("CHILD-OK");
+}
+
 // ---------------------------------------------------------------------------
 // 4. `suspendware::sleep` in a destructor during an unwind blocked its
 //    thread forever on a current-thread runtime, which is what every

@@ -120,12 +120,12 @@ impl<F> Drop for Waited<'_, F> {
 /// request (Adapt mode, a ThreadHop hop) blocks on the future; anywhere
 /// else this would block an executor's thread, so it refuses.
 ///
-/// An Adapt thread also waits for its request's cancellation: when the
-/// request is dropped (a client gone, a runtime shutting down), the wait
-/// stops, `fut` is dropped and the thread unwinds with [`crate::Cancelled`],
-/// as `get_response` does. Without that, a thread blocked on a future that
-/// never finishes stayed held for good, and `Runtime::shutdown` never
-/// returned (`core_failure_paths`).
+/// An Adapt thread or a hop also waits for its request's cancellation: when
+/// the request is dropped (a client gone, a runtime shutting down), the
+/// wait stops, `fut` is dropped and the thread unwinds with
+/// [`crate::Cancelled`], as `get_response` does. Without that, a thread
+/// blocked on a future that never finishes stayed held for good, and
+/// `Runtime::shutdown` never returned (`core_failure_paths`).
 #[cold]
 fn wait_off_fiber<F: Future>(fut: Pin<&mut F>) -> F::Output {
     use crate::exec::request;

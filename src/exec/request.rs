@@ -103,7 +103,7 @@ pub(crate) struct ThreadScope {
 impl ThreadScope {
     /// `cancelled`, when given, resolves when the request is cancelled: a
     /// `wait` on this thread then stops waiting and unwinds it (an Adapt
-    /// thread's link gives one; a hop has none).
+    /// thread's link gives one, and so does a hop).
     pub(crate) fn enter(ctx: Arc<RequestCtx>, cancelled: Option<Receiver<()>>) -> ThreadScope {
         ThreadScope {
             prev: THREAD_REQUEST.with(|c| c.replace(Some(ctx))),
