@@ -496,3 +496,93 @@ fn child_request_span_entered_by_a_cancellation() {
     );
     still_serving(&p, &rt);
 }
+
+// ---------------------------------------------------------------------------
+// 9. A ThreadHop hop's future runs in the caller's span too. Dropped by a
+//    cancellation while the subscriber's `enter` panics, tracing's
+//    `Instrumented` would skip dropping it, and with it the sender of the
+//    hop's cancel signal: a hook blocked in `wait` on its hop would then
+//    keep its blocking thread for good. The crate's `InSpan` drops it.
+
+/// Set by a guard in the hook's frame as the hop's thread unwinds.
+static HOP_UNWOUND: AtomicBool = AtomicBool::new(false);
+
+struct MarkHopUnwound;
+
+impl Drop for MarkHopUnwound {
+    fn drop(&mut self) {
+        HOP_UNWOUND.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A hook that waits on its hop for a future that never finishes.
+struct WaitingHook(Mutex<mpsc::Sender<()>>);
+
+impl suspendware::hooks::HookMiddleware for WaitingHook {
+    fn process_request(&self, _req: &mut Request) -> Option<Response> {
+        let _frame = MarkHopUnwound;
+        self.0.lock().unwrap().send(()).unwrap();
+        wait(std::future::pending::<()>());
+        None
+    }
+}
+
+#[test]
+fn hop_span_entered_by_a_cancellation() {
+    run_child_ok("child_hop_span_entered_by_a_cancellation");
+}
+
+/// A layer whose `on_enter` panics once `ANY_ENTER_ARMED` is set. On the
+/// registry, which tracks the current span, unlike `ExitPanics`: the hop
+/// takes the caller's span with `Span::current()`.
+struct EnterPanicsLayer;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for EnterPanicsLayer {
+    fn on_enter(&self, _id: &tracing::span::Id, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+        if ANY_ENTER_ARMED.load(Ordering::SeqCst) {
+            panic!("subscriber enter failed");
+        }
+    }
+}
+
+#[test]
+#[ignore = "run in a child process by hop_span_entered_by_a_cancellation"]
+fn child_hop_span_entered_by_a_cancellation() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(EnterPanicsLayer))
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let p = Pipeline::builder()
+        .mode(suspendware::Mode::ThreadHop)
+        .hooks(WaitingHook(Mutex::new(tx)))
+        .view(|_req: Request| async { ok("unreached") })
+        .build()
+        .unwrap();
+    let rt = rt();
+    let escaped = rt.block_on(async {
+        let mut f = Box::pin(p.handle(req("/")));
+        assert!(poll_once(f.as_mut()).is_pending(), "waiting on its hop");
+        rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        ANY_ENTER_ARMED.store(true, Ordering::SeqCst);
+        let escaped =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(f))).is_err();
+        ANY_ENTER_ARMED.store(false, Ordering::SeqCst);
+        escaped
+    });
+    let t0 = std::time::Instant::now();
+    while !HOP_UNWOUND.load(Ordering::SeqCst) && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let freed = HOP_UNWOUND.load(Ordering::SeqCst);
+    // Dropping `rt` would wait for a blocked hop.
+    std::mem::forget(rt);
+    assert!(
+        !escaped,
+        "the panic escaped from the response future's drop"
+    );
+    assert!(
+        freed,
+        "10 s after its request was cancelled, the hop is still blocked in `wait`"
+    );
+    println!("CHILD-OK");
+}
