@@ -291,25 +291,31 @@ fn child_a_cancelled_adapt_request_waiting_in_wait_frees_its_thread() {
     let (tx, rx) = mpsc::channel();
     let unwound = Arc::new(AtomicUsize::new(0));
     let p = waiting_forever(tx, unwound.clone()).build().unwrap();
+    assert!(
+        cancel_while_waiting(&p, &rx, &unwound),
+        "10 s after its request was cancelled, the held thread is still blocked in `wait`"
+    );
+    println!("CHILD-OK");
+}
+
+/// Starts a request, waits until its sync code is blocked in `wait` (it
+/// sends on `entered`), drops the request, and reports whether the thread
+/// unwound (`unwound` counted its frame) within 10 s.
+fn cancel_while_waiting(p: &Pipeline, entered: &mpsc::Receiver<()>, unwound: &AtomicUsize) -> bool {
     let rt = rt();
     rt.block_on(async {
         let mut f = Box::pin(p.handle(req("/")));
         assert!(poll_once(f.as_mut()).is_pending());
-        rx.recv_timeout(Duration::from_secs(5)).unwrap(); // in `wait` on its held thread
+        entered.recv_timeout(Duration::from_secs(5)).unwrap(); // in `wait`
         drop(f); // the client went away
     });
     let t0 = Instant::now();
     while unwound.load(Ordering::SeqCst) == 0 && t0.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(5));
     }
-    let freed = unwound.load(Ordering::SeqCst) == 1;
-    // Dropping `rt` would wait for the blocked thread.
+    // Dropping `rt` would wait for a blocked thread.
     std::mem::forget(rt);
-    assert!(
-        freed,
-        "10 s after its request was cancelled, the held thread is still blocked in `wait`"
-    );
-    println!("CHILD-OK");
+    unwound.load(Ordering::SeqCst) == 1
 }
 
 #[test]
@@ -377,22 +383,8 @@ fn child_a_cancelled_thread_hop_waiting_in_wait_frees_its_thread() {
         .view(|_req: Request| async { ok("unreached") })
         .build()
         .unwrap();
-    let rt = rt();
-    rt.block_on(async {
-        let mut f = Box::pin(p.handle(req("/")));
-        assert!(poll_once(f.as_mut()).is_pending());
-        rx.recv_timeout(Duration::from_secs(5)).unwrap(); // in `wait` on its hop
-        drop(f); // the client went away
-    });
-    let t0 = Instant::now();
-    while unwound.load(Ordering::SeqCst) == 0 && t0.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let freed = unwound.load(Ordering::SeqCst) == 1;
-    // Dropping `rt` would wait for the blocked thread.
-    std::mem::forget(rt);
     assert!(
-        freed,
+        cancel_while_waiting(&p, &rx, &unwound),
         "10 s after its request was cancelled, the hop is still blocked in `wait`"
     );
     println!("CHILD-OK");
