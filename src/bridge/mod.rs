@@ -126,37 +126,67 @@ impl<F> Drop for Waited<'_, F> {
 /// [`crate::Cancelled`], as `get_response` does. Without that, a thread
 /// blocked on a future that never finishes stayed held for good, and
 /// `Runtime::shutdown` never returned (`core_failure_paths`).
+///
+/// The signal is polled in place in the thread's request scope
+/// ([`request::poll_cancelled`](crate::exec::request::poll_cancelled)), so a
+/// `wait` nested in another's future watches it too, a panic out of `fut`
+/// cannot lose it, and a `wait` after user code caught the `Cancelled`
+/// unwinds again at once instead of blocking for good
+/// (`held_thread_paths`).
 #[cold]
-fn wait_off_fiber<F: Future>(fut: Pin<&mut F>) -> F::Output {
+fn wait_off_fiber<F: Future>(mut fut: Pin<&mut F>) -> F::Output {
     use crate::exec::request;
     if !request::on_held_thread() {
         crate::panic::off_fiber("wait");
     }
-    let handle = tokio::runtime::Handle::current();
     // While the thread unwinds (a destructor during the cancellation's own
     // unwind: the signal has fired), raising `Cancelled` again would abort
     // the process: the future is simply driven to its end.
     if std::thread::panicking() {
-        return handle.block_on(fut);
+        return block_here(fut);
     }
-    // A `wait` nested in one further out (inside its future) finds the
-    // signal taken and waits without it; the outer one still watches.
-    let Some(mut cancelled) = request::take_cancel_signal() else {
-        return handle.block_on(fut);
-    };
-    let out = handle.block_on(async {
-        tokio::select! {
-            biased;
-            v = fut => Some(v),
-            _ = &mut cancelled => None,
+    match request::cancelled() {
+        None => return block_here(fut),
+        Some(true) => panic::resume_unwind(Box::new(crate::panic::Cancelled)),
+        Some(false) => {}
+    }
+    let out = block_here(std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
         }
-    });
+        request::poll_cancelled(cx).map(|()| None)
+    }));
     match out {
-        Some(v) => {
-            request::put_cancel_signal(cancelled);
-            v
-        }
+        Some(v) => v,
         None => panic::resume_unwind(Box::new(crate::panic::Cancelled)),
+    }
+}
+
+thread_local! {
+    /// How many [`block_here`] calls are blocking this thread (nested
+    /// `wait`s on a held thread).
+    static BLOCKING_HERE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Blocks this held thread until `fut` is done. The outermost call uses
+/// tokio's `Handle::block_on`, which enters the runtime's context; a nested
+/// one (a `wait` inside the future of another) is already inside it, and
+/// tokio refuses a `block_on` there ("Cannot start a runtime from within a
+/// runtime"), so it parks the thread itself. Either way the runtime's own
+/// thread drives the timers and sockets the future waits for.
+fn block_here<F: Future>(fut: F) -> F::Output {
+    struct Depth(u32);
+    impl Drop for Depth {
+        fn drop(&mut self) {
+            BLOCKING_HERE.with(|d| d.set(self.0));
+        }
+    }
+    let outer = BLOCKING_HERE.with(|d| d.replace(d.get() + 1));
+    let _depth = Depth(outer);
+    if outer == 0 {
+        tokio::runtime::Handle::current().block_on(fut)
+    } else {
+        park::block_on_quiet(fut)
     }
 }
 
@@ -260,6 +290,12 @@ pub fn sleep(duration: Duration) {
     match coro::place() {
         Place::Off if !crate::exec::request::on_held_thread() => crate::panic::off_fiber("sleep"),
         Place::Unwinding => std::thread::sleep(duration),
+        // A held thread or a hop unwinding (its request cancelled): a tokio
+        // timer here would fail once the runtime stops, which a stopping
+        // worker does right after dropping the cancelled requests, and that
+        // failure would be a panic inside a destructor during the unwind:
+        // an abort (`held_thread_paths`).
+        Place::Off if std::thread::panicking() => std::thread::sleep(duration),
         _ => wait(tokio::time::sleep(duration)),
     }
 }

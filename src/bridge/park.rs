@@ -29,6 +29,16 @@ impl Wake for Unpark {
 /// std's `Wake` trait makes this a dozen lines; an executor crate would add
 /// a dependency for no more than that.
 pub(super) fn block_on<F: Future>(fut: F) -> F::Output {
+    block_on_inner(fut, true)
+}
+
+/// [`block_on`] without the warning about unwinding fibers: for a `wait`
+/// nested in another on a held thread, whose future may well take long.
+pub(super) fn block_on_quiet<F: Future>(fut: F) -> F::Output {
+    block_on_inner(fut, false)
+}
+
+fn block_on_inner<F: Future>(fut: F, warn_when_slow: bool) -> F::Output {
     let mut fut = pin!(fut);
     let waker = Waker::from(Arc::new(Unpark(thread::current())));
     let mut cx = Context::from_waker(&waker);
@@ -39,7 +49,7 @@ pub(super) fn block_on<F: Future>(fut: F) -> F::Output {
             return v;
         }
         thread::park_timeout(SLOW);
-        if !warned && start.elapsed() >= SLOW {
+        if warn_when_slow && !warned && start.elapsed() >= SLOW {
             warned = true;
             tracing::warn!(
                 "a destructor on an unwinding fiber has blocked its thread for over {SLOW:?} in \\

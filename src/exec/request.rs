@@ -5,6 +5,7 @@
 use std::any::Any;
 use std::cell::RefCell;
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 
 use crate::handoff::Receiver;
@@ -88,16 +89,38 @@ pub(crate) fn shared(rctx: Option<&Arc<RequestCtx>>) -> Arc<RequestCtx> {
     )
 }
 
+/// Whether the request a held thread (or hop) works for has been
+/// cancelled, as far as this thread has seen.
+///
+/// ```text
+/// None (no signal) ─── stays None
+/// Armed(signal) ── signal resolves, seen by a `wait` ──> Fired ─── stays Fired
+/// ```
+///
+/// The signal stays in the thread-local while `wait`s poll it in place
+/// (nested ones included), so no unwind out of a `wait` can lose it; and
+/// once seen, the cancellation is remembered, so a later `wait` (after
+/// user code caught the `Cancelled`) unwinds again at once instead of
+/// blocking with no signal.
+pub(crate) enum CancelState {
+    /// The thread has no cancellation signal (none was given).
+    None,
+    /// Resolves when the request is cancelled.
+    Armed(Receiver<()>),
+    /// The request was cancelled.
+    Fired,
+}
+
 thread_local! {
-    /// Resolves when the request this held thread works for is cancelled
-    /// (see [`ThreadScope::enter`]); taken while a `wait` blocks on it.
-    static THREAD_CANCEL: RefCell<Option<Receiver<()>>> = const { RefCell::new(None) };
+    /// The cancellation of the request this held thread works for (see
+    /// [`ThreadScope::enter`]).
+    static THREAD_CANCEL: RefCell<CancelState> = const { RefCell::new(CancelState::None) };
 }
 
 /// Marks the current thread as running `ctx`'s sync code until dropped.
 pub(crate) struct ThreadScope {
     prev: Option<Arc<RequestCtx>>,
-    prev_cancel: Option<Receiver<()>>,
+    prev_cancel: CancelState,
 }
 
 impl ThreadScope {
@@ -107,31 +130,63 @@ impl ThreadScope {
     pub(crate) fn enter(ctx: Arc<RequestCtx>, cancelled: Option<Receiver<()>>) -> ThreadScope {
         ThreadScope {
             prev: THREAD_REQUEST.with(|c| c.replace(Some(ctx))),
-            prev_cancel: THREAD_CANCEL.with(|c| c.replace(cancelled)),
+            prev_cancel: THREAD_CANCEL.with(|c| {
+                c.replace(match cancelled {
+                    Some(signal) => CancelState::Armed(signal),
+                    None => CancelState::None,
+                })
+            }),
         }
     }
 }
 
 impl Drop for ThreadScope {
     fn drop(&mut self) {
-        let prev = self.prev.take();
-        THREAD_REQUEST.with(|c| *c.borrow_mut() = prev);
-        let prev_cancel = self.prev_cancel.take();
-        THREAD_CANCEL.with(|c| *c.borrow_mut() = prev_cancel);
+        // Swapped out, then dropped once no borrow is held: dropping the
+        // last reference to the request's context runs its values'
+        // destructors, which may look the request up again
+        // (`RequestLocal::try_with`, `wait`), and would find this
+        // thread-local still borrowed (`held_thread_paths`).
+        let request = THREAD_REQUEST.with(|c| c.replace(self.prev.take()));
+        let prev_cancel = std::mem::replace(&mut self.prev_cancel, CancelState::None);
+        let cancel = THREAD_CANCEL.with(|c| c.replace(prev_cancel));
+        drop(cancel);
+        drop(request);
     }
 }
 
-/// Takes this held thread's cancellation signal, if it has one (and no
-/// `wait` further out on this thread holds it), for the caller to block on
-/// beside its future; [`put_cancel_signal`] gives it back.
-pub(crate) fn take_cancel_signal() -> Option<Receiver<()>> {
-    THREAD_CANCEL.with(|c| c.borrow_mut().take())
+/// Whether this thread's request has a cancellation signal that has not
+/// been seen to fire (`Some(false)`), has been cancelled (`Some(true)`),
+/// or has no signal (`None`).
+pub(crate) fn cancelled() -> Option<bool> {
+    THREAD_CANCEL.with(|c| match &*c.borrow() {
+        CancelState::None => None,
+        CancelState::Armed(_) => Some(false),
+        CancelState::Fired => Some(true),
+    })
 }
 
-/// Gives back a signal taken with [`take_cancel_signal`] that has not
-/// resolved.
-pub(crate) fn put_cancel_signal(signal: Receiver<()>) {
-    THREAD_CANCEL.with(|c| *c.borrow_mut() = Some(signal));
+/// Polls this thread's cancellation signal in place: `Ready` once the
+/// request is cancelled (and from then on), `Pending` until then or when
+/// the thread has none. Registers `cx`'s waker with the signal, replacing
+/// the one a `wait` further out registered; that one re-polls (and
+/// re-registers) when the inner `wait` has returned into its future.
+pub(crate) fn poll_cancelled(cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+    use std::task::Poll;
+    THREAD_CANCEL.with(|c| {
+        let mut state = c.borrow_mut();
+        match &mut *state {
+            CancelState::Armed(signal) => match std::pin::Pin::new(signal).poll(cx) {
+                Poll::Ready(_) => {
+                    *state = CancelState::Fired;
+                    Poll::Ready(())
+                }
+                Poll::Pending => Poll::Pending,
+            },
+            CancelState::Fired => Poll::Ready(()),
+            CancelState::None => Poll::Pending,
+        }
+    })
 }
 
 /// Whether this thread is held for a request's sync code (an Adapt thread
