@@ -40,7 +40,9 @@ use crate::loom::sync::Arc;
 /// dropped during the unwind.
 ///
 /// On a held thread (Adapt mode) or in a hop (ThreadHop mode) the thread is
-/// already the request's: `wait` blocks it on the future. In a destructor
+/// already the request's: `wait` blocks it on the future (nested `wait`s
+/// included), and stops with [`crate::Cancelled`] when the request is
+/// cancelled, also in a `wait` after code that caught that `Cancelled`. In a destructor
 /// running during an unwind, it blocks the thread too (module docs); a
 /// future that needs this thread's own reactor (a tokio timer or socket on
 /// a current-thread runtime, as every suspendware worker is) can then never
