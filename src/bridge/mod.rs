@@ -41,7 +41,7 @@ use crate::loom::sync::Arc;
 ///
 /// On a held thread (Adapt mode) or in a hop (ThreadHop mode) the thread is
 /// already the request's: `wait` blocks it on the future (nested `wait`s
-/// included), and stops with [`crate::Cancelled`] when the request is
+/// included), and stops with [`Cancelled`](crate::panic::Cancelled) when the request is
 /// cancelled, also in a `wait` after code that caught that `Cancelled`. In a destructor
 /// running during an unwind, it blocks the thread too (module docs); a
 /// future that needs this thread's own reactor (a tokio timer or socket on
@@ -125,7 +125,7 @@ impl<F> Drop for Waited<'_, F> {
 /// An Adapt thread or a hop also waits for its request's cancellation: when
 /// the request is dropped (a client gone, a runtime shutting down), the
 /// wait stops, `fut` is dropped and the thread unwinds with
-/// [`crate::Cancelled`], as `get_response` does. Without that, a thread
+/// [`crate::panic::Cancelled`], as `get_response` does. Without that, a thread
 /// blocked on a future that never finishes stayed held for good, and
 /// `Runtime::shutdown` never returned (`core_failure_paths`).
 ///

@@ -13,7 +13,7 @@ use crate::handoff;
 ///
 /// Dropping the returned future (the request was cancelled) resolves the
 /// hop's cancel signal: a `wait` in `f` then stops waiting and unwinds the
-/// hop's thread with [`crate::Cancelled`], which the hop catches and drops.
+/// hop's thread with [`crate::panic::Cancelled`], which the hop catches and drops.
 /// Without it, a hook blocked in `wait` on a future that never finishes
 /// kept its blocking thread for good (`core_failure_paths`).
 pub(crate) fn hop<R, F>(ctx: Arc<RequestCtx>, f: F) -> impl Future<Output = R>
