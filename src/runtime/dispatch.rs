@@ -188,10 +188,15 @@ impl RuntimeHandle {
             Box::pin(async move {
                 let outcome = tokio::select! {
                     biased;
-                    r = catch_unwind(async move { make().await }) => r,
                     // The caller dropped its future: drop the work (this
                     // cancels a pipeline request and unwinds its fibers).
+                    // Looked at first, so a job whose caller left while it
+                    // was queued is dropped unrun: polled second, `make()`
+                    // ran first and a request that never suspends (or an
+                    // inner tower service) ran to its end for nobody
+                    // (`runtime_tower_paths`).
                     () = tx.closed() => return,
+                    r = catch_unwind(async move { make().await }) => r,
                 };
                 drop(in_flight);
                 let _ = tx.send(outcome);
