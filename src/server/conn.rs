@@ -25,6 +25,7 @@ use crate::pipeline::Pipeline;
 pub(crate) struct ConnConfig {
     pub(crate) body: BodyLimits,
     pub(crate) header_read_timeout: Duration,
+    pub(crate) write_timeout: Duration,
     pub(crate) max_connections: usize,
 }
 
@@ -57,7 +58,7 @@ pub(crate) async fn serve(
         let mark = RequestMark::start(&svc_counters);
         async move { Ok::<_, Infallible>(handle(pipeline, req, limits, &phase, mark).await) }
     });
-    let io = FlushWatch::new(TokioIo::new(stream), phase.clone());
+    let io = FlushWatch::new(TokioIo::new(stream), phase.clone(), cfg.write_timeout);
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.header_read_timeout)

@@ -24,6 +24,16 @@ pub enum ServerError {
         /// The builder method.
         setting: &'static str,
     },
+    /// A timeout out of range: 0 would refuse every request (a head or a
+    /// write that does not complete at once), and past a year it means no
+    /// limit at all (and overflows the clock in hyper).
+    #[error("ServerBuilder::{setting} must be between 1 ns and a year, not {value:?}; leave it unset for the default (30 s), or pick a long one such as an hour")]
+    Timeout {
+        /// The builder method.
+        setting: &'static str,
+        /// The value given.
+        value: std::time::Duration,
+    },
     /// The workers could not start.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),

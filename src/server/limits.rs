@@ -9,6 +9,14 @@ pub(crate) const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default [`crate::server::ServerBuilder::header_read_timeout`].
 pub(crate) const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Default for how long a response write may make no progress.
+pub(crate) const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest timeout the builder takes: a year, far past any real use,
+/// and far from the `Instant` overflow (hyper adds the header timeout to
+/// `Instant::now()`, which panics for `Duration::MAX`).
+pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Default [`crate::server::ServerBuilder::body_frame_limit`]: a 2.5 MiB body may
 /// arrive in pieces of 40 bytes on average; 1-byte chunks are cut off after
 /// 64 KiB (about 30 ms of CPU) instead of costing a second per body.

@@ -67,6 +67,7 @@ pub struct ServerBuilder {
     max_connections: Option<usize>,
     body: BodyLimits,
     header_read_timeout: Duration,
+    write_timeout: Duration,
 }
 
 impl Default for ServerBuilder {
@@ -82,6 +83,7 @@ impl Default for ServerBuilder {
                 read_timeout: limits::DEFAULT_BODY_READ_TIMEOUT,
             },
             header_read_timeout: limits::DEFAULT_HEADER_READ_TIMEOUT,
+            write_timeout: limits::DEFAULT_WRITE_TIMEOUT,
         }
     }
 }
@@ -150,9 +152,21 @@ impl ServerBuilder {
     }
 
     /// How long a connection may take to send a request's headers (default
-    /// 30 s).
+    /// 30 s). Between 1 ns and a year, else [`serve`](Self::serve) fails
+    /// with [`ServerError::Timeout`].
     pub fn header_read_timeout(mut self, t: Duration) -> Self {
         self.header_read_timeout = t;
+        self
+    }
+
+    /// How long writing a response may make no progress, the client
+    /// accepting not one byte, before the connection is closed (default
+    /// 30 s). A client that stops reading would otherwise keep its
+    /// connection slot, and the response's buffer, for good. The clock
+    /// restarts at every byte written, so a slow reader is not cut off. Between 1 ns and a year,
+    /// else [`serve`](Self::serve) fails with [`ServerError::Timeout`].
+    pub fn write_timeout(mut self, t: Duration) -> Self {
+        self.write_timeout = t;
         self
     }
 
@@ -177,6 +191,14 @@ impl ServerBuilder {
         ] {
             if value == 0 {
                 return Err(ServerError::ZeroLimit { setting });
+            }
+        }
+        for (setting, value) in [
+            ("header_read_timeout", self.header_read_timeout),
+            ("write_timeout", self.write_timeout),
+        ] {
+            if value.is_zero() || value > limits::MAX_TIMEOUT {
+                return Err(ServerError::Timeout { setting, value });
             }
         }
         let backlog = self
@@ -210,6 +232,7 @@ impl ServerBuilder {
         let cfg = Arc::new(ConnConfig {
             body: self.body,
             header_read_timeout: self.header_read_timeout,
+            write_timeout: self.write_timeout,
             max_connections,
         });
         let mut loops = Vec::with_capacity(self.workers);
@@ -293,6 +316,14 @@ impl Server {
     /// after its response) for up to `grace`, cancels what is left, and
     /// joins the workers. Blocks the calling
     /// thread (from async code: `tokio::task::spawn_blocking`).
+    ///
+    /// It can take longer than `grace` in one case: a cancelled request
+    /// whose [`blocking`](crate::blocking) closure is still running. The
+    /// closure may borrow its fiber's stack, so the fiber cannot unwind
+    /// until the closure returns, and shutdown waits for that (as
+    /// [`Runtime::shutdown`](crate::runtime::Runtime::shutdown) does).
+    /// Closing connections also read what their clients still send for up
+    /// to half a second, so that no response is cut off by a reset.
     pub fn shutdown(self, grace: Duration) -> ServerReport {
         let Server {
             runtime,
