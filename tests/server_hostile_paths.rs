@@ -388,7 +388,7 @@ fn held_body_limits_at_and_one_past_the_edge() {
         let half = total / 2;
         for n in [half, total - half] {
             b.extend_from_slice(format!("{n:x}\r\n").as_bytes());
-            b.extend(std::iter::repeat(b'a').take(n));
+            b.extend(std::iter::repeat_n(b'a', n));
             b.extend_from_slice(b"\r\n");
         }
         b.extend_from_slice(b"0\r\n\r\n");
