@@ -27,6 +27,11 @@
 //!   out. Either the sender's critical section comes first (its job was
 //!   pushed before it, so the drainer's second look sees it) or the
 //!   drainer's does (then the sender sees one fewer active and starts one).
+//!   A drainer that never runs (tokio refuses its task while the runtime
+//!   shuts down) counts itself out the same way, under the lock, and if it
+//!   was the last one and the queue is not empty, drains it on the thread
+//!   that dropped it (`Slot`'s `Drop`; loom
+//!   `pool_refused_drainer_leaves_no_job_behind`).
 
 use crate::loom::sync::Arc;
 use std::fmt;
@@ -167,9 +172,32 @@ struct Slot {
 }
 
 impl Drop for Slot {
+    /// A drainer that never ran: tokio refused or dropped its task (the
+    /// runtime is shutting down). If no other drainer is left to see the
+    /// queue, what is queued is drained here, on this thread: given back
+    /// silently, the slot left those jobs with no drainer, and their
+    /// callers (the one whose `submit` was refused among them) waited for
+    /// good (`pool_shutdown_paths`). Taking the slot again under the lock
+    /// keeps "No lost job": a sender that comes meanwhile sees it counted.
     fn drop(&mut self) {
-        if self.held {
-            *lock(&self.shared.active) -= 1;
+        if !self.held {
+            return;
+        }
+        self.held = false;
+        let restart = {
+            let mut active = lock(&self.shared.active);
+            *active -= 1;
+            let restart = *active == 0 && !self.shared.queue.is_empty();
+            if restart {
+                *active += 1;
+            }
+            restart
+        };
+        if restart {
+            drain(Slot {
+                shared: self.shared.clone(),
+                held: true,
+            });
         }
     }
 }
