@@ -28,6 +28,7 @@ use std::time::Duration;
 use crate::coro::scoped;
 use crate::coro::{self, Place};
 use crate::exec::fiber_locals::{FiberLocals, Resumed, Suspend};
+use crate::exec::request::PipelinePoll;
 use crate::loom::sync::Arc;
 
 /// Runs `fut` to completion from sync code on a fiber, suspending the fiber
@@ -112,7 +113,12 @@ impl<F> Drop for Waited<'_, F> {
             coro::contain(
                 "a future passed to `wait` panicked while it was dropped by an unwind (its \
                  request was cancelled, or a panic passed)",
-                || self.0.set(None),
+                || {
+                    // Dropped as its pipeline would be (it may be another
+                    // request's, driven inline here: see `PipelinePoll`).
+                    let _pipeline = PipelinePoll::enter();
+                    self.0.set(None)
+                },
             );
         }
     }
@@ -245,7 +251,12 @@ where
         Place::Unwinding => return f(),
         Place::Off => {
             if crate::exec::request::on_held_thread() {
-                // Adapt/ThreadHop: already on a blocking-pool thread.
+                // Adapt/ThreadHop: already on a blocking-pool thread. The
+                // closure runs as it would on a pool thread from a fiber:
+                // with no request (its `RequestLocal`s, `wait`, `sleep` and
+                // `blocking` refuse with advice), so that the mode changes
+                // where it runs, not what it sees (`request_local_isolation`).
+                let _no_request = crate::exec::request::WithoutRequest::enter();
                 return f();
             }
             crate::panic::off_fiber("blocking");

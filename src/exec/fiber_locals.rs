@@ -133,6 +133,10 @@ pub(crate) struct FiberLocals {
     /// The innermost layer running on this fiber while it is suspended
     /// (kept for the watchdog's accounting, `crate::exec::active`).
     active: Cell<usize>,
+    /// The pipeline depth this fiber runs at (`request::PipelinePoll`):
+    /// recorded as it starts and at every resume. Code that runs on it at
+    /// another depth (a pipeline it drives inline) does not see its request.
+    depth: Cell<u32>,
 }
 
 impl FiberLocals {
@@ -143,6 +147,7 @@ impl FiberLocals {
             chain,
             spans: RefCell::new(Vec::new()),
             active: Cell::new(NO_LAYER),
+            depth: Cell::new(0),
         }
     }
 
@@ -154,6 +159,18 @@ impl FiberLocals {
     /// This fiber's id.
     pub(crate) fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The pipeline depth this fiber runs at.
+    #[inline]
+    pub(crate) fn depth(&self) -> u32 {
+        self.depth.get()
+    }
+
+    /// Records the pipeline depth the fiber runs at now (as it starts).
+    #[inline]
+    pub(crate) fn enter_depth(&self) {
+        self.depth.set(super::request::depth());
     }
 
     /// The request this fiber works for (its context is made on the first
@@ -206,6 +223,7 @@ impl Hooks for FiberLocals {
     }
 
     fn resumed(&self) {
+        self.enter_depth();
         active::resume_in(self.active.get());
         // Destructors run by a cancellation run inside the spans they ran in
         // before; the span guards exit them as the unwind passes.

@@ -117,6 +117,7 @@ fn start_fiber(
         stack,
         FiberLocals::new(rctx.cloned(), chain.clone()),
         move |locals: &FiberLocals| {
+            locals.enter_depth();
             // Out of its box before the chain runs: `*req` on the box
             // binding would keep the box's memory (256 bytes) allocated
             // until this closure returns, for the whole life of the fiber;

@@ -3,7 +3,7 @@
 //! fiber, or the thread-local a held thread or hop sets).
 
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -121,6 +121,7 @@ thread_local! {
 pub(crate) struct ThreadScope {
     prev: Option<Arc<RequestCtx>>,
     prev_cancel: CancelState,
+    prev_depth: u32,
 }
 
 impl ThreadScope {
@@ -130,6 +131,7 @@ impl ThreadScope {
     pub(crate) fn enter(ctx: Arc<RequestCtx>, cancelled: Option<Receiver<()>>) -> ThreadScope {
         ThreadScope {
             prev: THREAD_REQUEST.with(|c| c.replace(Some(ctx))),
+            prev_depth: THREAD_DEPTH.with(|t| t.replace(DEPTH.with(Cell::get))),
             prev_cancel: THREAD_CANCEL.with(|c| {
                 c.replace(match cancelled {
                     Some(signal) => CancelState::Armed(signal),
@@ -147,6 +149,7 @@ impl Drop for ThreadScope {
         // destructors, which may look the request up again
         // (`RequestLocal::try_with`, `wait`), and would find this
         // thread-local still borrowed (`held_thread_paths`).
+        THREAD_DEPTH.with(|t| t.set(self.prev_depth));
         let request = THREAD_REQUEST.with(|c| c.replace(self.prev.take()));
         let prev_cancel = std::mem::replace(&mut self.prev_cancel, CancelState::None);
         let cancel = THREAD_CANCEL.with(|c| c.replace(prev_cancel));
@@ -197,9 +200,91 @@ pub(crate) fn on_held_thread() -> bool {
 }
 
 /// The request whose sync code runs here (fiber, held thread or hop).
+/// `None` in code of a pipeline polled since that scope began (see
+/// [`PipelinePoll`]).
 pub(crate) fn current() -> Option<Arc<RequestCtx>> {
-    if let Some(ctx) = FiberLocals::with(|f| f.request()) {
-        return Some(ctx);
+    let depth = DEPTH.with(Cell::get);
+    match FiberLocals::with(|f| (f.depth() == depth).then(|| f.request())) {
+        Some(Some(ctx)) => return Some(ctx),
+        // The running fiber's request is out of scope: this is the async
+        // code of a pipeline its sync code drives (`wait(inner.handle(..))`).
+        Some(None) => return None,
+        None => {}
+    }
+    if THREAD_DEPTH.with(Cell::get) != depth {
+        return None;
     }
     THREAD_REQUEST.with(|c| c.borrow().clone())
+}
+
+thread_local! {
+    /// How many pipeline futures are being polled (or dropped) on this
+    /// thread, one inside another ([`PipelinePoll`]).
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+    /// [`DEPTH`] when this thread's `THREAD_REQUEST` was set.
+    static THREAD_DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// The current [`DEPTH`]: what a fiber records as it runs (see
+/// [`FiberLocals::enter_depth`]).
+#[inline]
+pub(crate) fn depth() -> u32 {
+    DEPTH.with(Cell::get)
+}
+
+/// This held thread (or hop) runs code that has no request, until dropped:
+/// a `blocking` closure, run inline here as it would run on a pool thread
+/// from a fiber.
+pub(crate) struct WithoutRequest {
+    prev: Option<Arc<RequestCtx>>,
+    prev_cancel: CancelState,
+}
+
+impl WithoutRequest {
+    pub(crate) fn enter() -> WithoutRequest {
+        WithoutRequest {
+            prev: THREAD_REQUEST.with(|c| c.borrow_mut().take()),
+            prev_cancel: THREAD_CANCEL.with(|c| c.replace(CancelState::None)),
+        }
+    }
+}
+
+impl Drop for WithoutRequest {
+    fn drop(&mut self) {
+        let prev_cancel = std::mem::replace(&mut self.prev_cancel, CancelState::None);
+        THREAD_CANCEL.with(|c| *c.borrow_mut() = prev_cancel);
+        let prev = self.prev.take();
+        // Nothing was set meanwhile (every scope restores what it found).
+        THREAD_REQUEST.with(|c| *c.borrow_mut() = prev);
+    }
+}
+
+/// A pipeline's future is being polled (or dropped) on this thread until
+/// dropped.
+///
+/// A request's scope (its fiber, or its held thread or hop) records the
+/// depth it runs at; `current` sees its request only at that depth. When
+/// sync code drives another pipeline inline (`wait(inner.handle(req))`),
+/// that pipeline's async layers and view run on the outer fiber or held
+/// thread one level deeper, and find no request, as async code does
+/// anywhere. Before, they found the outer request's `RequestLocal`s, to
+/// read and to overwrite, and so did the destructors of the inner fibers'
+/// values (`request_local_isolation`). The inner pipeline's own fibers
+/// record the deeper level as they run, so they see their own request.
+/// Costs one thread-local increment and decrement per poll.
+pub(crate) struct PipelinePoll(());
+
+impl PipelinePoll {
+    #[inline]
+    pub(crate) fn enter() -> PipelinePoll {
+        DEPTH.with(|d| d.set(d.get() + 1));
+        PipelinePoll(())
+    }
+}
+
+impl Drop for PipelinePoll {
+    #[inline]
+    fn drop(&mut self) {
+        DEPTH.with(|d| d.set(d.get() - 1));
+    }
 }

@@ -180,6 +180,10 @@ enum Inner {
 impl Future for ResponseFuture {
     type Output = Response;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
+        // One level deeper: polled from another request's sync code (a
+        // nested pipeline), its async code does not see that request's
+        // `RequestLocal`s (`exec::request::PipelinePoll`).
+        let _pipeline = crate::exec::request::PipelinePoll::enter();
         match &mut self.inner {
             Inner::Fiber(f) => Pin::new(f).poll(cx),
             Inner::Boxed(f) => f.as_mut().poll(cx),
