@@ -19,7 +19,9 @@
 //! * `alt5`: five sync layers with an async layer between each two (5
 //!   fibers);
 //! * `k5`: five pass-through sync layers around an async view that yields
-//!   once (1 fiber, 1 suspension, the per-layer cost five times).
+//!   once (1 fiber, 1 suspension, the per-layer cost five times);
+//! * `k10`: as `k5` with ten layers (`(k10 − k5) / 5` per sync layer);
+//! * `async5`: five async layers around an instant view, no fiber.
 //!
 //! Instructions do not depend on the machine's load, unlike the wall-clock
 //! micro benches; they are how BENCHMARKS.md prices small hot-path changes.

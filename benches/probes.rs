@@ -35,7 +35,9 @@ async fn instant(_r: Request) -> Response {
 
 /// The probes' names, for usage messages and smoke runs.
 #[allow(dead_code)]
-pub const NAMES: &[&str] = &["wait", "wait10", "yield10", "yield100", "segs", "alt5", "k5"];
+pub const NAMES: &[&str] = &[
+    "wait", "wait10", "yield10", "yield100", "segs", "alt5", "k5", "k10", "async5",
+];
 
 pub fn pipeline(scenario: &str) -> Option<Pipeline> {
     let b = Pipeline::builder();
@@ -107,6 +109,21 @@ pub fn pipeline(scenario: &str) -> Option<Pipeline> {
                 YieldOnce(false).await;
                 Response::new(Default::default())
             }),
+        // Ten layers on one fiber (criterion's `request/suspend_sync/10`):
+        // `(k10 − k5) / 5` is the price of one more sync layer.
+        "k10" => (0..10)
+            .fold(b, |b, _| b.sync(pass))
+            .view(|_r: Request| async {
+                YieldOnce(false).await;
+                Response::new(Default::default())
+            }),
+        // Five async layers and no fiber (criterion's
+        // `request/async_boxed/5`): the request's path without suspension.
+        "async5" => (0..5)
+            .fold(b, |b, _| {
+                b.layer_async(|req: Request, next: AsyncNext| async move { next.run(req).await })
+            })
+            .view(instant),
         _ => return None,
     };
     Some(b.build().expect("probe pipeline builds"))

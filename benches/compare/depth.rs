@@ -97,21 +97,33 @@ fn run_layers_probed(
     sync_layer(true, req, |r| run_layers_probed(left - 1, r, inner))
 }
 
-fn suspend_pipeline(k: usize) -> Pipeline {
+/// `k` probed sync layers around the view: awaited by the pipeline (the
+/// `suspend` shape), or `wait`ed on by a sync view on the same fiber
+/// (`suspend_wait`), where the view's future and the timer's registration
+/// run on the fiber stack too.
+///
+/// With `every_layer` false only the outermost layer probes (to find the
+/// stack), so the inner layers are the harness's own and the deepest byte
+/// is what the harness's requests write.
+fn suspend_pipeline(k: usize, view: ViewKind, wait: bool, every_layer: bool) -> Pipeline {
     let mut b = Pipeline::builder();
     for i in 0..k {
         b = b.sync(suspendware::named(
             format!("probe{i}"),
             move |req: Request, next: &mut Next| {
-                probe();
+                if every_layer || i == 0 {
+                    probe();
+                }
                 sync_layer(true, req, |r| next.get_response(r))
             },
         ));
     }
-    let view = ViewKind::Yield;
-    b.view(move |req: Request| view.run(req))
-        .build()
-        .expect("probe pipeline builds")
+    let b = if wait {
+        b.sync_view(move |req: Request| suspendware::wait(view.run(req)))
+    } else {
+        b.view(move |req: Request| view.run(req))
+    };
+    b.build().expect("probe pipeline builds")
 }
 
 /// Runs the probe for both modes and prints a small report.
@@ -121,10 +133,21 @@ pub fn run(k: usize) -> i32 {
         return 2;
     }
     let (rt, local) = crate::modes::local_runtime();
-    println!("K={k} working sync layers, view yields once; one request on a fresh stack");
+    println!(
+        "K={k} working sync layers, view yields once (D=20: sleeps 20 ms); one request on a \
+         fresh stack"
+    );
     println!("| mode | stack size | outermost layer at (bytes below top) | bytes per further layer | innermost layer at | deepest byte written | resident stack pages after the request |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    for mode in ["suspend", "stackful"] {
+    for mode in [
+        "suspend",
+        "suspend_wait",
+        "suspend_wait D=20",
+        "stackful",
+        "suspend, harness layers",
+        "suspend_wait, harness layers",
+        "suspend_wait D=20, harness layers",
+    ] {
         ADDRS.with(|a| {
             let mut a = a.borrow_mut();
             a.clear();
@@ -132,8 +155,22 @@ pub fn run(k: usize) -> i32 {
         });
         local.block_on(&rt, async {
             match mode {
-                "suspend" => {
-                    let p = suspend_pipeline(k);
+                m if m.starts_with("suspend") => {
+                    let view = if mode.contains("D=20") {
+                        ViewKind::from_ms(20)
+                    } else {
+                        ViewKind::Yield
+                    };
+                    let every_layer = !mode.ends_with("harness layers");
+                    let wait = mode.contains("wait");
+                    // One request through a throwaway pipeline first: the
+                    // first request of a process also runs one-time set-ups
+                    // (tracing callsites, the runtime's timer) that go
+                    // deeper than any later request.
+                    let warm = suspend_pipeline(k, view, wait, every_layer);
+                    let _ = warm.handle(common::request()).await;
+                    ADDRS.with(|a| a.borrow_mut().clear());
+                    let p = suspend_pipeline(k, view, wait, every_layer);
                     let _ = p.handle(common::request()).await;
                     report(mode, k);
                 }
@@ -162,18 +199,22 @@ fn report(mode: &str, k: usize) {
         println!("| {mode} | ? | ? | ? | ? | ? | ? |");
         return;
     };
-    let per_layer = if k > 1 {
+    let per_layer = if k > 1 && addrs.len() == k {
         format!("{}", (outer - inner) / (k - 1))
     } else {
         "–".into()
     };
     let resident = resident_pages(start, end);
     let deepest = deepest_written(start, end).map_or("?".into(), |d| d.to_string());
+    let innermost = if addrs.len() == k {
+        (end - inner).to_string()
+    } else {
+        "–".into()
+    };
     println!(
-        "| {mode} | {} KiB | {} | {per_layer} | {} | {deepest} | {resident} ({} KiB) |",
+        "| {mode} | {} KiB | {} | {per_layer} | {innermost} | {deepest} | {resident} ({} KiB) |",
         (end - start) / 1024,
         end - outer,
-        end - inner,
         resident * 4,
     );
 }

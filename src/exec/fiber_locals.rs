@@ -120,7 +120,16 @@ pub(crate) struct FiberLocals {
     /// context shared with the request's other segments, or, when the plan
     /// leaves it to this fiber (`Chain::ctx_on_first_fiber`), made here on
     /// first use. Released by [`Hooks::exiting`].
-    request: RefCell<Option<Arc<RequestCtx>>>,
+    ///
+    /// A `Cell` (taken and put back), not a `RefCell`: no user code runs
+    /// while it is out, and the borrow flag's 8 bytes made this struct, which
+    /// sits at the root of every fiber stack, one word larger once `depth`
+    /// was added. That moved every frame above it 32 bytes deeper and pushed
+    /// a request that `wait`s on a timer into a third stack page: 9.4 ->
+    /// 10.3-10.7 KiB of RSS per suspended request and 5-10 % fewer requests
+    /// per second in the comparison harness (`suspend_wait`, D = 20;
+    /// BENCHMARKS.md, "Final verdicts (issue 13)"). Keep this struct small.
+    request: Cell<Option<Arc<RequestCtx>>>,
     /// The pipeline this fiber runs a segment of (its layers, its bounded
     /// pool for `blocking`). The fiber's body borrows it from here rather
     /// than capturing a clone of its own: one reference count fewer per
@@ -143,7 +152,7 @@ impl FiberLocals {
     pub(crate) fn new(request: Option<Arc<RequestCtx>>, chain: Arc<Chain>) -> FiberLocals {
         FiberLocals {
             id: NEXT_ID.with(|c| c.replace(c.get().wrapping_add(1))),
-            request: RefCell::new(request),
+            request: Cell::new(request),
             chain,
             spans: RefCell::new(Vec::new()),
             active: Cell::new(NO_LAYER),
@@ -176,10 +185,9 @@ impl FiberLocals {
     /// The request this fiber works for (its context is made on the first
     /// call if the fiber owns it).
     pub(crate) fn request(&self) -> Arc<RequestCtx> {
-        self.request
-            .borrow_mut()
-            .get_or_insert_with(RequestCtx::new)
-            .clone()
+        let ctx = self.request.take().unwrap_or_else(RequestCtx::new);
+        self.request.set(Some(ctx.clone()));
+        ctx
     }
 
     /// The pipeline this fiber runs a segment of.
@@ -234,14 +242,14 @@ impl Hooks for FiberLocals {
 
     fn exiting(&self) {
         active::stop();
-        // Taken out first: the borrow ends before any value's destructor
-        // runs (one that uses a `RequestLocal` finds no request: `CURRENT`
-        // is cleared).
+        // Taken out first: the fiber no longer holds it when any value's
+        // destructor runs (one that uses a `RequestLocal` finds no request:
+        // `CURRENT` is cleared).
         // When the fiber owned the context, the request's values drop here,
         // on the fiber, and on a cancellation inside its unwind, where a
         // panic escaping a destructor would abort the process:
         // `RequestCtx`'s drop catches and logs one.
-        let request = self.request.borrow_mut().take();
+        let request = self.request.take();
         drop(request);
         if self.spans.borrow().is_empty() {
             return;
@@ -254,5 +262,25 @@ impl Hooks for FiberLocals {
             exit(&s);
             close(s);
         }
+    }
+}
+
+#[cfg(all(test, not(loom), target_pointer_width = "64"))]
+mod tests {
+    use super::FiberLocals;
+
+    /// `FiberLocals` sits at the root of every fiber stack, so each byte it
+    /// grows by moves every frame of every request deeper. One more word
+    /// (a `RefCell` flag beside the pipeline depth) cost a third stack page
+    /// to requests that `wait` on a timer (see the `request` field). Make
+    /// room inside these nine words before raising the bound, and measure
+    /// with `compare --stack-depth 5` and the harness's RSS per request.
+    #[test]
+    fn fiber_locals_stay_within_nine_words() {
+        assert!(
+            std::mem::size_of::<FiberLocals>() <= 72,
+            "FiberLocals grew to {} bytes",
+            std::mem::size_of::<FiberLocals>()
+        );
     }
 }
