@@ -185,7 +185,7 @@ impl FiberLocals {
     /// The request this fiber works for (its context is made on the first
     /// call if the fiber owns it).
     pub(crate) fn request(&self) -> Arc<RequestCtx> {
-        let ctx = self.request.take().unwrap_or_else(RequestCtx::new);
+        let ctx = self.request.take().unwrap_or_default();
         self.request.set(Some(ctx.clone()));
         ctx
     }
