@@ -10,6 +10,7 @@
 //!   calls `get_response`; an instant async view (1 fiber, 2 suspensions);
 //! * `wait10`: as `wait`, with ten `wait`s (so `(wait10 − wait) / 9` is
 //!   the price of one more `wait` suspension, without the fiber's creation);
+//! * `ready100`: a hundred `wait`s on ready futures (no suspension);
 //! * `yield10`, `yield100`: ten or a hundred `wait`s on tokio's `yield_now`,
 //!   which does not wake during its poll: it keeps a clone of the waker and
 //!   the runtime wakes it after the task's poll, off the fiber (the path of

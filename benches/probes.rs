@@ -36,7 +36,7 @@ async fn instant(_r: Request) -> Response {
 /// The probes' names, for usage messages and smoke runs.
 #[allow(dead_code)]
 pub const NAMES: &[&str] = &[
-    "wait", "wait10", "yield10", "yield100", "segs", "alt5", "k5", "k10", "async5",
+    "wait", "wait10", "ready100", "yield10", "yield100", "segs", "alt5", "k5", "k10", "async5",
 ];
 
 pub fn pipeline(scenario: &str) -> Option<Pipeline> {
@@ -55,6 +55,16 @@ pub fn pipeline(scenario: &str) -> Option<Pipeline> {
             .sync(|req: Request, next: &mut Next| {
                 for _ in 0..10 {
                     wait(YieldOnce(false));
+                }
+                next.get_response(req)
+            })
+            .view(instant),
+        // A hundred `wait`s on futures that are ready at once: the path of
+        // criterion's `bridge/wait_ready_future`, no suspension.
+        "ready100" => b
+            .sync(|req: Request, next: &mut Next| {
+                for i in 0..100u32 {
+                    std::hint::black_box(wait(std::future::ready(i)));
                 }
                 next.get_response(req)
             })

@@ -124,11 +124,12 @@ pub(crate) struct FiberLocals {
     /// A `Cell` (taken and put back), not a `RefCell`: no user code runs
     /// while it is out, and the borrow flag's 8 bytes made this struct, which
     /// sits at the root of every fiber stack, one word larger once `depth`
-    /// was added. That moved every frame above it 32 bytes deeper and pushed
-    /// a request that `wait`s on a timer into a third stack page: 9.4 ->
-    /// 10.3-10.7 KiB of RSS per suspended request and 5-10 % fewer requests
-    /// per second in the comparison harness (`suspend_wait`, D = 20;
-    /// BENCHMARKS.md, "Final verdicts (issue 13)"). Keep this struct small.
+    /// was added. That moved every frame above it 32 bytes deeper. In the
+    /// comparison harness a request that `wait`s on a timer then touched a
+    /// third stack page (`suspend_wait`, D = 20: 9.4 -> 10.3-10.7 KiB of RSS
+    /// per suspended request), and suspend served 4-8 % fewer requests per
+    /// second at N = 10,000 (BENCHMARKS.md, "Final verdicts (issue 13)").
+    /// Keep this struct small.
     request: Cell<Option<Arc<RequestCtx>>>,
     /// The pipeline this fiber runs a segment of (its layers, its bounded
     /// pool for `blocking`). The fiber's body borrows it from here rather
