@@ -90,6 +90,25 @@ fn start_and_cancel(p: &Pipeline, entered: &mpsc::Receiver<()>) -> tokio::runtim
     rt
 }
 
+/// Cancels a request whose sync code blocks ([`start_and_cancel`]) and
+/// asserts that the blocked frame unwinds (`unwound` reaches 1) within
+/// 10 s. The runtime is leaked: dropping it would join a thread that, with
+/// the defect, stays blocked for good.
+fn cancel_expecting_unwind(
+    p: &Pipeline,
+    entered: &mpsc::Receiver<()>,
+    unwound: &AtomicUsize,
+    still_blocked: &str,
+) {
+    let rt = start_and_cancel(p, entered);
+    let freed = wait_for(unwound, 1);
+    std::mem::forget(rt);
+    assert!(
+        freed,
+        "10 s after its request was cancelled, {still_blocked}"
+    );
+}
+
 // ===========================================================================
 // D1. `sleep` in a destructor of a cancelled hop / held thread.
 //
@@ -285,13 +304,7 @@ fn child_hop_cancel_signal_lost_after_a_caught_panic_in_wait() {
         .view(|_req: Request| async { ok("unreached") })
         .build()
         .unwrap();
-    let rt = start_and_cancel(&p, &rx);
-    let freed = wait_for(&unwound, 1);
-    std::mem::forget(rt); // dropping it would join the blocked thread
-    assert!(
-        freed,
-        "10 s after its request was cancelled, the hop is still blocked in `wait`"
-    );
+    cancel_expecting_unwind(&p, &rx, &unwound, "the hop is still blocked in `wait`");
     println!("CHILD-OK");
 }
 
@@ -326,12 +339,11 @@ fn child_adapt_cancel_signal_lost_after_an_inner_layer_panicked_in_wait() {
         .view(|_req: Request| async { ok("unreached") })
         .build()
         .unwrap();
-    let rt = start_and_cancel(&p, &rx);
-    let freed = wait_for(&unwound, 1);
-    std::mem::forget(rt);
-    assert!(
-        freed,
-        "10 s after its request was cancelled, the held thread is still blocked in `wait`"
+    cancel_expecting_unwind(
+        &p,
+        &rx,
+        &unwound,
+        "the held thread is still blocked in `wait`",
     );
     println!("CHILD-OK");
 }
@@ -360,10 +372,12 @@ fn child_hop_sync_view_waiting_forever_is_freed_by_cancellation() {
         })
         .build()
         .unwrap();
-    let rt = start_and_cancel(&p, &rx);
-    let freed = wait_for(&unwound, 1);
-    std::mem::forget(rt);
-    assert!(freed, "the sync view's hop is still blocked in `wait`");
+    cancel_expecting_unwind(
+        &p,
+        &rx,
+        &unwound,
+        "the sync view's hop is still blocked in `wait`",
+    );
     println!("CHILD-OK");
 }
 
@@ -465,13 +479,11 @@ fn swallowing_case(mode: Mode) {
         .view(|_req: Request| async { ok("unreached") })
         .build()
         .unwrap();
-    let rt = start_and_cancel(&p, &rx);
-    let freed = wait_for(&unwound, 1);
-    std::mem::forget(rt);
-    assert!(
-        freed,
-        "{mode:?}: 10 s after its request was cancelled, the hook that caught its \
-         cancellation is still blocked in `wait`"
+    cancel_expecting_unwind(
+        &p,
+        &rx,
+        &unwound,
+        &format!("{mode:?}: the hook that caught its cancellation is still blocked in `wait`"),
     );
     println!("CHILD-OK");
 }
@@ -961,10 +973,12 @@ fn child_adapt_hook_waiting_in_process_response_is_freed() {
             .view(|_req: Request| async { ok("v") })
             .build()
             .unwrap();
-        let rt = start_and_cancel(&p, &rx);
-        let freed = wait_for(&unwound, 1);
-        std::mem::forget(rt);
-        assert!(freed, "{mode:?}: process_response still blocked in `wait`");
+        cancel_expecting_unwind(
+            &p,
+            &rx,
+            &unwound,
+            &format!("{mode:?}: process_response is still blocked in `wait`"),
+        );
     }
     println!("CHILD-OK");
 }

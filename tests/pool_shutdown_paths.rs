@@ -330,9 +330,18 @@ fn cancelled_stack_waiter_does_not_swallow_the_freed_stack() {
     });
 }
 
-/// Waiters are served FIFO when the single stack is freed repeatedly.
+/// Waiters that have waited past the pool's starvation mark (50 ms) are
+/// served in order of arrival when the single stack is freed repeatedly.
+///
+/// The first request holds the stack for 150 ms, so every waiter has queued
+/// before the first release. (This test first held it 10 ms, which asserted
+/// more than the pool promises: for its first 50 ms a waiter competes with
+/// requests that arrive meanwhile, and on a loaded CI machine the last
+/// arrival took the stack first. The in-order rule is what is checked here;
+/// `stack::pool`'s unit test `starving_waiters_are_served_in_order_before_newcomers`
+/// checks that newcomers queue behind, on paused time.)
 #[test]
-fn stack_waiters_are_served_fifo() {
+fn stack_waiters_are_served_in_order_once_starving() {
     common::with_deadline(Duration::from_secs(30), || {
         let order = Arc::new(Mutex::new(Vec::new()));
         let p = {
@@ -342,8 +351,10 @@ fn stack_waiters_are_served_fifo() {
                 .stack_wait(Duration::from_secs(5))
                 .stack_idle_timeout(None)
                 .sync(move |req: Request, next: &mut Next| {
-                    order.lock().unwrap().push(req.uri().path().to_owned());
-                    suspendware::sleep(Duration::from_millis(10));
+                    let path = req.uri().path().to_owned();
+                    let hold = if path == "/0" { 150 } else { 10 };
+                    order.lock().unwrap().push(path);
+                    suspendware::sleep(Duration::from_millis(hold));
                     next.get_response(req)
                 })
                 .view(|_req: Request| async { ok("x") })
@@ -355,7 +366,9 @@ fn stack_waiters_are_served_fifo() {
             let mut hs = Vec::new();
             for i in 0..6 {
                 hs.push(tokio::task::spawn_local(p.handle(req(&format!("/{i}")))));
-                tokio::time::sleep(Duration::from_millis(1)).await;
+                // Arrivals (and so the moments each waiter queues) at least
+                // 5 ms apart.
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
             for h in hs {
                 let r = tokio::time::timeout(BOUND, h).await.expect("hung").unwrap();
