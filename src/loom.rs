@@ -1,7 +1,7 @@
 //! The concurrency shim (tokio's pattern).
 //!
 //! Every primitive that crosses threads is imported from here. Under
-//! `RUSTFLAGS="--cfg loom"` the types come from [`loom`], so the models
+//! `RUSTFLAGS="--cfg loom"` the types come from `loom`, so the models
 //! (`#[cfg(loom)]` unit tests beside the code, run by `.ci/loom.sh`) exercise
 //! the crate's real code; otherwise they are the std / `parking_lot` types
 //! used in production.

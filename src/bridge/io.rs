@@ -15,7 +15,7 @@ use crate::coro::{self, Place};
 /// clients generic over `Read + Write` (a websocket client, a database
 /// driver's wire protocol) run on fibers without holding threads.
 ///
-/// Each `read`, `write` and `flush` is one [`wait`](crate::wait) on the
+/// Each `read`, `write` and `flush` is one [`wait`] on the
 /// stream's `AsyncReadExt::read`, `AsyncWriteExt::write` or `flush`; they
 /// never return `WouldBlock`. For `BufRead`, wrap it in
 /// `std::io::BufReader` (and writes in `std::io::BufWriter`): buffering is
@@ -38,7 +38,7 @@ use crate::coro::{self, Place};
 ///
 /// # Panics
 /// Reading, writing or flushing off-fiber (async code, plain threads),
-/// with the same advice as [`wait`](crate::wait): use the stream's async
+/// with the same advice as [`wait`]: use the stream's async
 /// methods with `.await` there.
 #[derive(Debug)]
 pub struct SyncIo<S> {

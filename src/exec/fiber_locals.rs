@@ -202,7 +202,7 @@ impl FiberLocals {
     }
 
     /// Enters `span` for the code that runs on this fiber until the matching
-    /// [`FiberLocals::pop_span`]; while the fiber is suspended the span is
+    /// [`FiberLocals::remove_span`]; while the fiber is suspended the span is
     /// exited, so it never covers another request's code.
     pub(crate) fn push_span(&self, span: Span) {
         enter(&span);

@@ -14,7 +14,7 @@
 //!
 //! Unmapping on this thread is sound: `DefaultStack` is `Send` (its fields
 //! are an address and a length; `Drop` is a `munmap`), and a stack reaches
-//! this thread only after [`crate::stack::PoolCore::trim_idle`] took
+//! this thread only after [`crate::stack::pool::PoolCore::trim_idle`] took
 //! it out of a free list, i.e. no fiber owns it.
 //!
 //! ## Registry
