@@ -103,8 +103,10 @@ fn run_layers_probed(
 /// run on the fiber stack too.
 ///
 /// With `every_layer` false only the outermost layer probes (to find the
-/// stack), so the inner layers are the harness's own and the deepest byte
-/// is what the harness's requests write.
+/// stack): the inner layers then make no probe call. They are still this
+/// probe's closures, not the harness's (their frames differ with what the
+/// closure captures), so the deepest byte is this pipeline's, not exactly
+/// what the harness's requests write.
 fn suspend_pipeline(k: usize, view: ViewKind, wait: bool, every_layer: bool) -> Pipeline {
     let mut b = Pipeline::builder();
     for i in 0..k {
@@ -144,9 +146,9 @@ pub fn run(k: usize) -> i32 {
         "suspend_wait",
         "suspend_wait D=20",
         "stackful",
-        "suspend, harness layers",
-        "suspend_wait, harness layers",
-        "suspend_wait D=20, harness layers",
+        "suspend, outer probe only",
+        "suspend_wait, outer probe only",
+        "suspend_wait D=20, outer probe only",
     ] {
         ADDRS.with(|a| {
             let mut a = a.borrow_mut();
@@ -161,7 +163,7 @@ pub fn run(k: usize) -> i32 {
                     } else {
                         ViewKind::Yield
                     };
-                    let every_layer = !mode.ends_with("harness layers");
+                    let every_layer = !mode.ends_with("outer probe only");
                     let wait = mode.contains("wait");
                     // One request through a throwaway pipeline first: the
                     // first request of a process also runs one-time set-ups
